@@ -1,0 +1,3 @@
+from dlm_lsp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""Typed settings with their defaults, read from camelCase client options.
+
+Unknown keys are reported and ignored; a bad value is reported and the previous value (the
+default at first) is kept. Nothing here raises on user input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(kw_only=True)
+class RemoteSettings:
+    """Where ``backend: "remote"`` sends fill-in-the-middle requests."""
+
+    url: str = "http://127.0.0.1:8765"
+    model: str = "dlm-embedded"
+    api_key_env: str = "DLM_API_KEY"  # the key is read from this environment variable
+    timeout_ms: int = 10000
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """Every server setting, with the default a user gets."""
+
+    model: str = "embedded"  # "embedded", a checkpoint directory, or a hub id in the local cache
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (the core count)
+    context_tokens: int = 512  # prefix + suffix (+ snippets) budget, in tokens
+    max_tokens: int = 24  # slots for a single-line completion
+    max_block_tokens: int = 96  # slots for a block (multi-line) completion or a hole
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    confidence_threshold: float = 0.9  # commit every slot this confident in one step
+    max_steps: int = 32  # at most this many denoising steps per request
+    candidates: int = 1  # n-best rows decoded together in one batch
+    remask_threshold: float = 0.0  # > 0 re-masks committed tokens that lost confidence
+    kv_cache: bool = True  # dual K/V cache across denoising steps
+    debounce_ms: int = 40  # wait this long; a newer request for the document wins
+    languages: list[str] = field(default_factory=list)  # languageIds to serve; empty = all
+    enabled: bool = True  # false pauses completions (the editors' toggle)
+    trust_remote_code: bool = False
+    backend: str = "local"  # local | remote
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
+
+
+def camel(name: str) -> str:
+    """snake_case -> camelCase, the spelling clients use."""
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+Check = Callable[[Any], str | None]  # returns an error message, or None if the value is fine
+
+
+def _int(lo: int, hi: int) -> Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return f"must be an integer from {lo} to {hi}"
+        return None
+    return check
+
+
+def _float(lo: float, hi: float, lo_open: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return "must be a number"
+        if v < lo or v > hi or (lo_open and v == lo):
+            return f"must be {'>' if lo_open else '>='} {lo} and <= {hi}"
+        return None
+    return check
+
+
+def _choice(*options: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in options else f"must be one of {', '.join(options)}"
+    return check
+
+
+def _str(v: Any) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def _str_list(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(s, str) for s in v)
+    return None if ok else "must be a list of strings"
+
+
+CHECKS: dict[str, Check] = {
+    "model": _str,
+    "device": _choice("auto", "cpu", "cuda", "mps"),
+    "threads": _int(0, 256),
+    "context_tokens": _int(32, 32768),
+    "max_tokens": _int(1, 512),
+    "max_block_tokens": _int(1, 1024),
+    "temperature": _float(0.0, 2.0),
+    "top_p": _float(0.0, 1.0, lo_open=True),
+    "confidence_threshold": _float(0.0, 1.0, lo_open=True),
+    "max_steps": _int(1, 1024),
+    "candidates": _int(1, 8),
+    "remask_threshold": _float(0.0, 1.0),
+    "kv_cache": _bool,
+    "debounce_ms": _int(0, 5000),
+    "languages": _str_list,
+    "enabled": _bool,
+    "trust_remote_code": _bool,
+    "backend": _choice("local", "remote"),
+    "remote.url": _str,
+    "remote.model": _str,
+    "remote.api_key_env": _str,
+    "remote.timeout_ms": _int(100, 600000),
+}
+
+
+def apply_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Overlay client options (camelCase or snake_case) on `base`; return messages for the user.
+
+    ``raw`` may be the settings object itself or ``{"dlm": {...}}``.
+    """
+    settings = dataclasses.replace(base) if base else Settings()
+    settings.remote = dataclasses.replace(settings.remote)
+    messages: list[str] = []
+    if raw is None:
+        return settings, messages
+    if isinstance(raw, dict) and isinstance(raw.get("dlm"), dict):
+        raw = raw["dlm"]
+    if not isinstance(raw, dict):
+        return settings, [f"dlm settings must be an object, got {type(raw).__name__}; ignored"]
+    _overlay(settings, raw, "", messages)
+    return settings, messages
+
+
+def _overlay(target: Any, raw: dict[str, Any], prefix: str, messages: list[str]) -> None:
+    fields = {f.name for f in dataclasses.fields(target)}
+    for key, value in raw.items():
+        name = snake(str(key))
+        path = prefix + name
+        if name not in fields:
+            messages.append(f"unknown setting dlm.{prefix}{key} ignored")
+            continue
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            if isinstance(value, dict):
+                _overlay(current, value, path + ".", messages)
+            else:
+                messages.append(f"dlm.{camel_path(path)} must be an object; kept the default")
+            continue
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        error = CHECKS[path](value)
+        if error:
+            messages.append(f"dlm.{camel_path(path)} {error} (got {value!r}); kept {current!r}")
+            continue
+        setattr(target, name, value)
+
+
+def camel_path(path: str) -> str:
+    return ".".join(camel(p) for p in path.split("."))
+
+
+def settings_schema() -> dict[str, Any]:
+    """Name, default and type of every setting, for `doctor` and the editors' docs."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(Settings(), f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                out[f"{camel(f.name)}.{camel(g.name)}"] = getattr(value, g.name)
+        else:
+            out[camel(f.name)] = value
+    return out

@@ -1,0 +1,142 @@
+"""Instant Edit: fill holes jointly, regenerate a selection, repair a syntax error.
+
+Each function returns document edits (offsets into the text it was given) and never
+touches the server; the server turns them into a WorkspaceEdit.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from dlm_lsp.context import build_context
+from dlm_lsp.engine import Engine, insertion_checker
+from dlm_lsp.postprocess import first_line, reindent, trim_until_parses
+from dlm_lsp.syntax import Hole, SpanPlan, comment_prefix, error_regions, find_holes
+
+MAX_HOLES = 16
+
+
+@dataclass
+class Edit:
+    """Replace text[start:end] with `text`."""
+
+    start: int
+    end: int
+    text: str
+
+
+def fill_holes(
+    engine: Engine,
+    text: str,
+    language: str | None,
+    start: int = 0,
+    end: int | None = None,
+    cancel: threading.Event | None = None,
+) -> list[Edit]:
+    """Fill every hole in [start, end) in one denoising run; a hole whose fill would break
+    the parse is left as it is."""
+    holes = find_holes(text, language, start, end)[:MAX_HOLES]
+    if not holes:
+        return []
+    model = engine.load()
+    s = engine.settings
+    ctx = build_context(text, holes[0].start, model.encode, s.context_tokens,
+                        end=holes[-1].end, comment=comment_prefix(language))
+    pieces: list[list[int] | int] = [ctx.prefix_ids]
+    for i, hole in enumerate(holes):
+        pieces.append(s.max_tokens if _inline(text, hole) else s.max_block_tokens)
+        if i + 1 < len(holes):
+            pieces.append(model.encode(text[hole.end:holes[i + 1].start]))
+    pieces.append(ctx.suffix_ids)
+    result, _ = engine.run(pieces, cancel, engine.sampler_config(candidates=1))
+    spans = result.candidates[0].spans
+    edits = []
+    for hole, ids in zip(holes, spans, strict=True):
+        raw = model.decode(ids)
+        if _inline(text, hole):
+            fill = first_line(raw).strip()
+        else:
+            fill = reindent(raw, SpanPlan("block", hole.indent, hole.indent, ""))
+        errors, baseline = insertion_checker(text, hole.start, hole.end, language)
+        kept = trim_until_parses(fill, errors, baseline, block=not _inline(text, hole))
+        if kept is None:
+            engine.log(f"fill-holes: no parseable fill for the {hole.kind} hole at {hole.start}")
+            continue
+        edits.append(Edit(hole.start, hole.end, kept))
+    return edits
+
+
+def _inline(text: str, hole: Hole) -> bool:
+    """A marker with code beside it on its line is filled with a single line."""
+    if hole.kind != "marker":
+        return False
+    ls = text.rfind("\n", 0, hole.start) + 1
+    le = text.find("\n", hole.end)
+    line = text[ls:len(text) if le < 0 else le]
+    return bool(line.replace(text[hole.start:hole.end], "", 1).strip())
+
+
+def instant_edit(
+    engine: Engine,
+    text: str,
+    language: str | None,
+    start: int,
+    end: int,
+    instruction: str | None = None,
+    cancel: threading.Event | None = None,
+) -> Edit | None:
+    """Mask [start, end) and regenerate it from both sides, optionally following an
+    instruction given to the model as a comment just above the selection."""
+    model = engine.load()
+    s = engine.settings
+    ctx = build_context(text, start, model.encode, s.context_tokens, end=end,
+                        comment=comment_prefix(language))
+    prefix = ctx.prefix
+    if instruction and instruction.strip():
+        cut = prefix.rfind("\n") + 1  # start of the selection's first line
+        indent = prefix[cut:][: len(prefix[cut:]) - len(prefix[cut:].lstrip(" \t"))]
+        note = f"{indent}{comment_prefix(language)} {' '.join(instruction.split())}\n"
+        prefix = prefix[:cut] + note + prefix[cut:]
+    prefix_ids = model.encode(prefix)[-s.context_tokens:]
+    selected = text[start:end]
+    multiline = "\n" in selected.strip("\n")
+    slots = min(max(8, int(len(model.encode(selected)) * 1.5) + 8), 2 * s.max_block_tokens)
+    result, _ = engine.run([prefix_ids, slots, ctx.suffix_ids], cancel)
+    raw = model.decode(result.candidates[0].spans[0])
+    new = raw.rstrip() if multiline else first_line(raw).strip()
+    errors, baseline = insertion_checker(text, start, end, language)
+    kept = trim_until_parses(new, errors, baseline, block=multiline)
+    return Edit(start, end, kept) if kept is not None else None
+
+
+def repair(
+    engine: Engine,
+    text: str,
+    language: str | None,
+    start: int,
+    end: int,
+    cancel: threading.Event | None = None,
+) -> Edit | None:
+    """Re-infill the lines of the first syntax error touching [start, end); returned only
+    when the repaired lines parse."""
+    regions = error_regions(text, language, start, end)
+    if not regions:
+        return None
+    rs, re_ = regions[0]
+    model = engine.load()
+    s = engine.settings
+    ctx = build_context(text, rs, model.encode, s.context_tokens, end=re_,
+                        comment=comment_prefix(language))
+    broken = text[rs:re_]
+    slots = min(max(8, int(len(model.encode(broken)) * 1.5) + 8), 2 * s.max_block_tokens)
+    result, _ = engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel)
+    for cand in result.candidates:
+        fix = model.decode(cand.spans[0]).rstrip()
+        if not fix.strip() or fix == broken:
+            continue
+        fixed = text[:rs] + fix + text[re_:]
+        left = error_regions(fixed, language, rs, rs + len(fix))
+        if not left:
+            return Edit(rs, re_, fix)
+    return None

@@ -1,0 +1,191 @@
+"""One request from document text to ranked candidates; owns the model and the cache.
+
+Everything here is blocking and runs on the server's single model thread. Cancellation is a
+``threading.Event`` checked between denoising steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dlm_lsp.cache import LRUCache
+from dlm_lsp.config import Settings
+from dlm_lsp.context import OtherDocument, build_context
+from dlm_lsp.model.checkpoint import LoadedModel, ModelError, load_checkpoint, resolve_model_path
+from dlm_lsp.model.sampler import Cancelled, SampleResult, SamplerConfig, sample
+from dlm_lsp.postprocess import Scored, finish_candidate, rank
+from dlm_lsp.syntax import SpanPlan, comment_prefix, error_count, line_window, plan_span
+
+Progress = Callable[[str, int], None]  # message, percentage
+
+
+@dataclass
+class RunStats:
+    """Figures of one model run (or cache hit)."""
+
+    forward_passes: int
+    steps: int
+    tokens: int
+    context_tokens: int
+    ms: float
+    cached: bool
+
+
+@dataclass
+class CompletionOutcome:
+    plan: SpanPlan
+    offset: int  # where the candidates are inserted
+    candidates: list[Scored]
+    stats: RunStats | None
+
+
+class Engine:
+    """Loads the model once, then serves infilling requests one at a time."""
+
+    def __init__(self, settings: Settings, log: Callable[[str], None] = lambda m: None):
+        self.settings = settings
+        self.log = log
+        self.state = "idle"  # idle | loading | ready | error
+        self.error: str | None = None
+        self._model: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self.cache: LRUCache[SampleResult] = LRUCache(256)
+        self.model_runs = 0  # sampler runs that were not cache hits
+        self.last_stats: RunStats | None = None
+
+    # -- model lifecycle ---------------------------------------------------------------
+    def update_settings(self, settings: Settings) -> None:
+        """Take new settings; a different model or device is loaded on next use."""
+        reload = (settings.model, settings.device) != (self.settings.model, self.settings.device)
+        self.settings = settings
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        if reload:
+            with self._lock:
+                self._model, self.state, self.error = None, "idle", None
+                self.cache.clear()
+
+    def load(self, progress: Progress | None = None) -> LoadedModel:
+        """The loaded model; loads it on first call. Raises ModelError with a user message."""
+        with self._lock:
+            if self._model is not None:
+                return self._model
+            self.state = "loading"
+            try:
+                if progress:
+                    progress(f"Resolving model {self.settings.model!r}", 5)
+                path = resolve_model_path(self.settings.model)
+                if progress:
+                    progress(f"Loading {path}", 30)
+                if self.settings.threads:
+                    torch.set_num_threads(self.settings.threads)
+                model = load_checkpoint(path, self.settings.device)
+                if progress:
+                    progress("Warming up", 80)
+                self._warm_up(model)
+            except ModelError as exc:
+                self.state, self.error = "error", str(exc)
+                raise
+            except Exception as exc:  # a broken file must not kill the server
+                self.state, self.error = "error", f"could not load the model: {exc!r}"
+                raise ModelError(self.error) from exc
+            self._model, self.state, self.error = model, "ready", None
+            return model
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        ids = model.encode("def f(x):\n    return x\n")
+        sample(model.denoiser, model.spec, [ids, 2, ids], SamplerConfig(max_steps=1))
+
+    # -- running the sampler -------------------------------------------------------------
+    def sampler_config(self, **overrides: object) -> SamplerConfig:
+        s = self.settings
+        cfg = SamplerConfig(
+            threshold=s.confidence_threshold,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_steps=s.max_steps,
+            candidates=s.candidates,
+            remask_threshold=s.remask_threshold,
+            use_cache=s.kv_cache,
+        )
+        return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
+
+    def run(
+        self,
+        pieces: Sequence[Sequence[int] | int],
+        cancel: threading.Event | None = None,
+        cfg: SamplerConfig | None = None,
+    ) -> tuple[SampleResult, RunStats]:
+        """Sample `pieces` (fixed token lists and span lengths), through the cache."""
+        model = self.load()
+        cfg = cfg or self.sampler_config()
+        key = (str(model.path), tuple(p if isinstance(p, int) else tuple(p) for p in pieces),
+               dataclasses.astuple(cfg))
+        n_ctx = sum(len(p) for p in pieces if not isinstance(p, int))
+        t0 = time.perf_counter()
+        hit = self.cache.get(key)
+        if hit is not None:
+            stats = RunStats(hit.forward_passes, hit.steps, hit.generated_tokens, n_ctx,
+                             (time.perf_counter() - t0) * 1e3, cached=True)
+            self.last_stats = stats
+            return hit, stats
+        stop = cancel.is_set if cancel else (lambda: False)
+        self.model_runs += 1
+        result = sample(model.denoiser, model.spec, pieces, cfg, should_stop=stop)
+        self.cache.put(key, result)
+        stats = RunStats(result.forward_passes, result.steps, result.generated_tokens, n_ctx,
+                         (time.perf_counter() - t0) * 1e3, cached=False)
+        self.last_stats = stats
+        return result, stats
+
+    # -- completion at a cursor ----------------------------------------------------------
+    def complete(
+        self,
+        text: str,
+        offset: int,
+        language: str | None,
+        others: Sequence[OtherDocument] = (),
+        cancel: threading.Event | None = None,
+    ) -> CompletionOutcome:
+        """Ranked candidates to insert at `offset` (line or block mode, per tree-sitter)."""
+        model = self.load()
+        plan = plan_span(text, offset, language)
+        ctx = build_context(text, offset, model.encode, self.settings.context_tokens,
+                            others=others, comment=comment_prefix(language))
+        slots = self.settings.max_tokens if plan.mode == "line" else self.settings.max_block_tokens
+        result, stats = self.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel)
+        errors, baseline = insertion_checker(text, offset, offset, language)
+        scored = []
+        for cand in result.candidates:
+            raw = model.decode(cand.spans[0])
+            done = finish_candidate(raw, plan, ctx.suffix, errors, baseline)
+            if done is not None:
+                scored.append(Scored(done, cand.mean_confidence))
+        return CompletionOutcome(plan, offset, rank(scored), stats)
+
+
+def insertion_checker(
+    text: str, start: int, end: int, language: str | None
+) -> tuple[Callable[[str], int], int]:
+    """A function counting syntax errors with [start, end) replaced, and the count without."""
+    lo, hi = line_window(text, start, end, before=200, after=50)
+    head, tail = text[lo:start], text[end:hi]
+
+    def errors(candidate: str) -> int:
+        return error_count(language, head + candidate + tail)
+
+    return errors, error_count(language, head + text[start:end] + tail)
+
+
+__all__ = ["Cancelled", "CompletionOutcome", "Engine", "ModelError", "RunStats",
+           "insertion_checker"]

@@ -1,0 +1,313 @@
+"""Masked-diffusion decoding: fill masked slots between fixed text, many tokens per pass.
+
+The input is a list of pieces: token lists that stay fixed (prefix, code between holes,
+suffix) and integers, each the number of masked slots of one span. Every step runs the
+denoiser once, proposes a token for every masked slot, and commits those whose confidence
+reaches the threshold (at least one per row, and enough to finish within ``max_steps``).
+
+The length of a span is not known in advance. A span ends where the model commits an
+end token (eos or pad): the slots after it become pad and are dropped from the output. If the
+checkpoint has an expand token, committing it turns that slot into two masks (DreamOn), so a
+span can also grow. The first step is a full forward that fills the K/V cache; later steps
+recompute only the slots (Fast-dLLM dual cache) until enough of them changed to refresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from dlm_lsp.model.checkpoint import DlmSpec
+from dlm_lsp.model.denoiser import Denoiser, KVCache
+
+
+class Cancelled(Exception):
+    """Raised between steps when the caller's ``should_stop`` says so."""
+
+
+@dataclass
+class SamplerConfig:
+    """Decoding knobs; defaults suit an editor (greedy, confident tokens in parallel)."""
+
+    threshold: float = 0.9  # commit every slot this confident; >= 1.0 commits one per step
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_steps: int = 64  # hard bound on steps (more slots per step when needed)
+    candidates: int = 1  # rows decoded together in one batch: the n-best list
+    nbest_temperature: float = 0.8  # rows after the first, when temperature is 0
+    remask_threshold: float = 0.0  # > 0: re-mask committed tokens whose probability fell below
+    use_cache: bool = True  # dual K/V cache between full forwards
+    refresh_ratio: float = 0.5  # full forward once this share of slots changed since the last
+    max_span: int = 256  # expand tokens never grow a span beyond this
+    seed: int | None = 0
+
+
+@dataclass
+class Candidate:
+    """One decoded row: the tokens of each span, with their confidences."""
+
+    spans: list[list[int]]
+    confidences: list[list[float]]
+
+    @property
+    def mean_confidence(self) -> float:
+        flat = [c for span in self.confidences for c in span]
+        return sum(flat) / len(flat) if flat else 0.0
+
+
+@dataclass
+class SampleResult:
+    candidates: list[Candidate]
+    forward_passes: int
+    steps: int
+    history: list[int] = field(default_factory=list)  # tokens committed per step (row 0)
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(len(s) for s in self.candidates[0].spans) if self.candidates else 0
+
+
+Piece = Sequence[int] | int
+
+
+def sample(
+    denoiser: Denoiser,
+    spec: DlmSpec,
+    pieces: Sequence[Piece],
+    cfg: SamplerConfig,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SampleResult:
+    """Decode every span of `pieces` jointly; see the module docstring."""
+    device = next(denoiser.parameters()).device
+    B = max(1, cfg.candidates)
+    x, span_of = _layout(pieces, spec.mask_token_id, B, device)  # (B, T), (T,)
+    conf = torch.zeros(x.shape, device=device)
+    remasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
+    temps = torch.full((B,), cfg.temperature, device=device)
+    if cfg.temperature == 0 and B > 1:
+        temps[1:] = cfg.nbest_temperature
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    cache: KVCache | None = None
+    changed = 0  # slots rewritten since the last full forward
+    nfe = steps = 0
+    history: list[int] = []
+
+    with torch.inference_mode():
+        while True:
+            slots = (span_of >= 0).nonzero().squeeze(1)  # (S,) positions of all slots
+            masked = x[:, slots] == spec.mask_token_id  # (B, S)
+            if not masked.any():
+                break
+            if should_stop():
+                raise Cancelled()
+            # Logits only where they are used: masked slots (all slots when remasking).
+            want = masked.any(0) if cfg.remask_threshold <= 0 else torch.ones_like(masked[0])
+            pos = slots[want]
+            refresh = cache is None or changed > cfg.refresh_ratio * len(slots)
+            logits, cache = _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec)
+            nfe += 1
+            if refresh:
+                changed = 0
+            tokens, probs = _propose(logits, temps, cfg.top_p, spec, gen, _can_expand(
+                span_of, cfg.max_span, spec))  # (B, P) each
+
+            # Which masked slots to commit this step.
+            m = x[:, pos] == spec.mask_token_id
+            before = x[:, slots].clone()
+            steps_left = max(cfg.max_steps - steps, 1)
+            pick = _select(probs, m, cfg.threshold, steps_left)
+            old = x[:, pos]
+            x[:, pos] = torch.where(pick, tokens, old)
+            conf[:, pos] = torch.where(pick, probs, conf[:, pos])
+            history.append(int(pick[0].sum()))
+            if cfg.remask_threshold > 0 and steps_left > 2:
+                _remask(x, conf, remasked, pos, tokens, probs, pick, cfg.remask_threshold, spec)
+            _close_after_end(x, span_of, spec)
+            changed += int((x[:, slots] != before).any(0).sum())
+            steps += 1
+            if spec.expand_token_id is not None and (x == spec.expand_token_id).any():
+                x, conf, remasked, span_of = _expand(x, conf, remasked, span_of, spec, cfg)
+                cache = None  # positions after the span moved: recompute everything
+
+    return SampleResult(_collect(x, conf, span_of, spec), nfe, steps, history)
+
+
+def _layout(pieces: Sequence[Piece], mask_id: int, B: int, device: torch.device):
+    """Token row and span index per position (-1 for fixed tokens)."""
+    ids: list[int] = []
+    span_of: list[int] = []
+    n_spans = 0
+    for piece in pieces:
+        if isinstance(piece, int):
+            ids += [mask_id] * piece
+            span_of += [n_spans] * piece
+            n_spans += 1
+        else:
+            ids += list(piece)
+            span_of += [-1] * len(piece)
+    x = torch.tensor(ids, dtype=torch.long, device=device).unsqueeze(0).repeat(B, 1)
+    return x, torch.tensor(span_of, dtype=torch.long, device=device)
+
+
+def _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec):  # noqa: ANN001, ANN202
+    """Logits (B, P, V) for slot positions `pos`, by full forward or cached step."""
+    rows = pos - 1 if spec.logits_shift else pos  # shifted models predict i from i-1
+    if refresh or not cfg.use_cache:
+        cache = KVCache() if cfg.use_cache else None
+        return denoiser(x, cache=cache, logits_at=rows), cache
+    recompute = torch.unique(torch.cat([slots, rows]))  # sorted
+    local = torch.searchsorted(recompute, rows)
+    return denoiser(x[:, recompute], positions=recompute, cache=cache, logits_at=local), cache
+
+
+def _can_expand(span_of: torch.Tensor, max_span: int, spec: DlmSpec) -> bool:
+    if spec.expand_token_id is None:
+        return False
+    counts = torch.bincount(span_of[span_of >= 0])
+    return bool((counts < max_span).all())
+
+
+def _propose(logits, temps, top_p, spec, gen, allow_expand):  # noqa: ANN001, ANN202
+    """A token and its probability for every position: argmax, or a tempered top-p sample."""
+    logits[..., spec.mask_token_id] = -math.inf
+    if spec.expand_token_id is not None and not allow_expand:
+        logits[..., spec.expand_token_id] = -math.inf
+    t = torch.where(temps > 0, temps, torch.ones_like(temps))[:, None, None]
+    probs = torch.softmax(logits / t, dim=-1)  # (B, P, V)
+    tokens = probs.argmax(-1)
+    sampled_rows = (temps > 0).nonzero().squeeze(1)
+    for b in sampled_rows.tolist():
+        p = probs[b]
+        if top_p < 1.0:
+            sorted_p, order = p.sort(dim=-1, descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
+            p = torch.zeros_like(p).scatter(-1, order, sorted_p * keep)
+            p = p / p.sum(-1, keepdim=True)
+            probs[b] = p
+        tokens[b] = torch.multinomial(p, 1, generator=gen).squeeze(-1)
+    return tokens, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _select(probs: torch.Tensor, masked: torch.Tensor, threshold: float,
+            steps_left: int) -> torch.Tensor:
+    """Masked slots to commit: all above `threshold`, and at least ceil(masked / steps left)."""
+    score = torch.where(masked, probs, torch.full_like(probs, -1.0))
+    pick = masked & (score >= threshold) if threshold < 1.0 else torch.zeros_like(masked)
+    need = torch.ceil(masked.sum(1) / steps_left).clamp(min=1)[:, None]  # (B, 1)
+    ranks = score.argsort(dim=1, descending=True).argsort(dim=1)
+    return pick | (masked & (ranks < need))
+
+
+def _remask(x, conf, remasked, pos, tokens, probs, pick, threshold, spec) -> None:  # noqa: ANN001
+    """Put back the mask on earlier commits the model no longer believes (once each)."""
+    cur = x[:, pos]
+    # probability the current logits give to the token already there
+    agree = tokens == cur
+    p_cur = torch.where(agree, probs, torch.zeros_like(probs))
+    ends = (cur == spec.eos_token_id) | (cur == spec.pad_token_id)
+    weak = (cur != spec.mask_token_id) & ~pick & ~ends & ~remasked[:, pos] & (p_cur < threshold)
+    if weak.any():
+        cols = pos.unsqueeze(0).expand_as(weak)[weak]
+        rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(weak)[weak]
+        x[rows, cols] = spec.mask_token_id
+        conf[rows, cols] = 0.0
+        remasked[rows, cols] = True
+
+
+def _close_after_end(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec) -> None:
+    """In each span, every slot after a committed end token (eos/pad) becomes pad."""
+    for j in range(int(span_of.max()) + 1 if len(span_of) else 0):
+        idx = (span_of == j).nonzero().squeeze(1)
+        if len(idx) == 0:
+            continue
+        seg = x[:, idx]
+        is_end = (seg == spec.eos_token_id) | (seg == spec.pad_token_id)
+        seen = is_end.int().cummax(dim=1).values.bool()
+        after = torch.zeros_like(seen)
+        after[:, 1:] = seen[:, :-1]
+        x[:, idx] = torch.where(after, torch.full_like(seg, spec.pad_token_id), seg)
+
+
+def _expand(x, conf, remasked, span_of, spec, cfg):  # noqa: ANN001, ANN202
+    """Each committed expand token becomes two masks; other rows get a slot at the span's end."""
+    B = x.shape[0]
+    rows_x, rows_c, rows_r = x.tolist(), conf.tolist(), remasked.tolist()
+    spans = span_of.tolist()
+    n_spans = max(spans) + 1
+    new_x: list[list[int]] = [[] for _ in range(B)]
+    new_c: list[list[float]] = [[] for _ in range(B)]
+    new_r: list[list[bool]] = [[] for _ in range(B)]
+    new_span: list[int] = []
+    T = len(spans)
+    t = 0
+    while t < T:
+        j = spans[t]
+        if j < 0:
+            for b in range(B):
+                new_x[b].append(rows_x[b][t])
+                new_c[b].append(rows_c[b][t])
+                new_r[b].append(rows_r[b][t])
+            new_span.append(-1)
+            t += 1
+            continue
+        end = t
+        while end < T and spans[end] == j:
+            end += 1
+        segs = []
+        for b in range(B):
+            seg_x, seg_c, seg_r = [], [], []
+            for k in range(t, end):
+                if rows_x[b][k] == spec.expand_token_id:
+                    seg_x += [spec.mask_token_id, spec.mask_token_id]
+                    seg_c += [0.0, 0.0]
+                    seg_r += [False, False]
+                else:
+                    seg_x.append(rows_x[b][k])
+                    seg_c.append(rows_c[b][k])
+                    seg_r.append(rows_r[b][k])
+            segs.append((seg_x, seg_c, seg_r))
+        width = min(max(len(s[0]) for s in segs), max(cfg.max_span, end - t))
+        for b, (seg_x, seg_c, seg_r) in enumerate(segs):
+            ended = any(tok in (spec.eos_token_id, spec.pad_token_id) for tok in seg_x)
+            fill = spec.pad_token_id if ended else spec.mask_token_id
+            extra = width - len(seg_x)
+            new_x[b] += seg_x[:width] + [fill] * extra
+            new_c[b] += seg_c[:width] + [0.0] * extra
+            new_r[b] += seg_r[:width] + [False] * extra
+        new_span += [j] * width
+        t = end
+    assert n_spans == max(new_span) + 1
+    dev = x.device
+    return (
+        torch.tensor(new_x, dtype=torch.long, device=dev),
+        torch.tensor(new_c, device=dev),
+        torch.tensor(new_r, dtype=torch.bool, device=dev),
+        torch.tensor(new_span, dtype=torch.long, device=dev),
+    )
+
+
+def _collect(x: torch.Tensor, conf: torch.Tensor, span_of: torch.Tensor,
+             spec: DlmSpec) -> list[Candidate]:
+    """Per row and span: the tokens before the first end token, with their confidences."""
+    dropped = {spec.mask_token_id, spec.expand_token_id}
+    n_spans = int(span_of.max()) + 1 if len(span_of) else 0
+    out = []
+    for b in range(x.shape[0]):
+        spans, confs = [], []
+        for j in range(n_spans):
+            idx = (span_of == j).nonzero().squeeze(1)
+            toks, cs = [], []
+            for tok, c in zip(x[b, idx].tolist(), conf[b, idx].tolist(), strict=True):
+                if tok in (spec.eos_token_id, spec.pad_token_id):
+                    break
+                if tok not in dropped:
+                    toks.append(tok)
+                    cs.append(c)
+            spans.append(toks)
+            confs.append(cs)
+        out.append(Candidate(spans, confs))
+    return out

@@ -1,0 +1,136 @@
+"""From raw infilled text to something worth showing: cut, de-duplicate, re-indent, check.
+
+All functions are pure; the parse check is passed in as a callable so these can be tested
+without tree-sitter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from dlm_lsp.syntax import SpanPlan
+
+ParseCheck = Callable[[str], int]  # candidate -> number of syntax errors with it inserted
+
+
+@dataclass
+class Scored:
+    text: str
+    confidence: float
+
+
+def first_line(text: str) -> str:
+    """Single-line mode keeps what comes before the first line break."""
+    return re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+
+
+def suffix_overlap_variants(text: str, line_suffix: str) -> list[str]:
+    """`text`, and `text` without an ending that repeats the start of the line's suffix."""
+    out = [text]
+    tail = line_suffix.strip()
+    if not tail:
+        return out
+    body = text.rstrip()
+    for k in range(min(len(tail), len(body)), 0, -1):
+        if body.endswith(tail[:k]):
+            out.insert(0, body[: len(body) - k].rstrip())
+            break
+    return out
+
+
+def cut_repeated_suffix(text: str, suffix: str) -> str:
+    """Block mode: stop where the candidate starts rewriting the code that follows."""
+    following = [ln.strip() for ln in suffix.splitlines() if ln.strip()][:2]
+    if not following:
+        return text
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip() == following[0] and (
+            len(following) < 2 or i + 1 >= len(lines) or lines[i + 1].strip() == following[1]
+        ):
+            return "".join(lines[:i])
+    return text
+
+
+def _indent_of(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def reindent(text: str, plan: SpanPlan) -> str:
+    """Fit a block completion under the cursor's block: first line after the cursor's
+    whitespace, later lines never shallower than the block's indentation."""
+    lines = text.splitlines(keepends=True)
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines:
+        return ""
+    first = lines[0].lstrip(" \t")
+    have = plan.line_prefix  # whitespace already on the cursor's line
+    if len(have) < len(plan.indent) and plan.indent.startswith(have):
+        first = plan.indent[len(have):] + first
+    rest = lines[1:]
+    body = [ln for ln in rest if ln.strip()]
+    if body:
+        shallowest = min(len(_indent_of(ln)) for ln in body)
+        if shallowest < len(plan.indent):
+            pad = plan.indent[: len(plan.indent) - shallowest]
+            rest = [pad + ln if ln.strip() else ln for ln in rest]
+    return (first + "".join(rest)).rstrip()
+
+
+def trim_until_parses(text: str, errors: ParseCheck, baseline: int, block: bool) -> str | None:
+    """The longest cut of `text` (whole lines for blocks, words for a line) that adds no
+    syntax error over `baseline`; None if even the shortest does."""
+    for cut in _cuts(text, block):
+        if cut.strip() and errors(cut) <= baseline:
+            return cut
+    return None
+
+
+def _cuts(text: str, block: bool, limit: int = 8) -> Iterable[str]:
+    yield text
+    if block:
+        lines = text.splitlines(keepends=True)
+        for n in range(len(lines) - 1, max(len(lines) - 1 - limit, 0), -1):
+            yield "".join(lines[:n]).rstrip()
+    else:
+        ends = [m.start() for m in re.finditer(r"[\s,;)\]}]", text)]
+        for e in reversed(ends[-limit:]):
+            yield text[:e].rstrip()
+
+
+def rank(candidates: Iterable[Scored]) -> list[Scored]:
+    """Distinct non-blank candidates, most confident first."""
+    seen: set[str] = set()
+    out = []
+    for c in sorted(candidates, key=lambda c: -c.confidence):
+        if c.text.strip() and c.text not in seen:
+            seen.add(c.text)
+            out.append(c)
+    return out
+
+
+def finish_candidate(
+    raw: str, plan: SpanPlan, suffix: str, errors: ParseCheck, baseline: int
+) -> str | None:
+    """Apply the mode's cuts, the suffix de-duplication, re-indentation and the parse check."""
+    if plan.mode == "line":
+        text = first_line(raw).rstrip()
+        if not plan.line_prefix.strip():  # nothing typed yet on the line: no leading blanks
+            text = text.lstrip() if plan.line_prefix else text
+        if text.strip() == plan.line_suffix.strip():
+            return None
+        best: tuple[int, str] | None = None
+        for variant in suffix_overlap_variants(text, plan.line_suffix):
+            kept = trim_until_parses(variant, errors, baseline, block=False)
+            if kept is not None:
+                n = errors(kept)
+                if best is None or n < best[0]:
+                    best = (n, kept)
+        return best[1] if best else None
+    text = reindent(cut_repeated_suffix(raw, suffix), plan)
+    if not text.strip():
+        return None
+    return trim_until_parses(text, errors, baseline, block=True)

@@ -1,0 +1,421 @@
+"""The pygls language server: thin handlers over the engine, edits and item builders."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from dlm_lsp import __version__, edits
+from dlm_lsp.config import Settings, apply_settings
+from dlm_lsp.context import OtherDocument
+from dlm_lsp.engine import Engine, ModelError
+from dlm_lsp.lsp_items import completion_items, inline_items, workspace_edit
+from dlm_lsp.positions import normalize_encoding, offset_at
+from dlm_lsp.scheduler import ModelThread, RequestGate
+from dlm_lsp.syntax import detect_language, error_regions, find_holes
+
+log = logging.getLogger("dlm_lsp")
+T = TypeVar("T")
+
+REWRITE = "refactor.rewrite.dlm"  # CodeActionKind is an open set; lsprotocol enums are closed
+QUICKFIX = "quickfix.dlm"
+MAX_OTHER_DOCS = 8
+
+
+@dataclass
+class Snapshot:
+    """An open document as the handlers need it."""
+
+    uri: str
+    text: str
+    version: int | None
+    language_id: str
+    language: str | None
+
+
+class DlmProtocol(LanguageServerProtocol):
+    """Answers requests whose params do not fit their type (pygls drops them silently,
+    which leaves the client waiting forever)."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                error = JsonRpcInvalidParams(f"invalid params for {data['method']}")
+                self._send_response(data["id"], None, error.to_response_error())
+            raise
+
+
+class DlmServer(LanguageServer):
+    """pygls server holding settings, the engine, the request gate and the model thread."""
+
+    def __init__(self) -> None:
+        super().__init__("dlm-lsp", __version__, protocol_cls=DlmProtocol)
+        self.settings = Settings()
+        self.engine = Engine(self.settings, log=self.log_info)
+        self.gate = RequestGate()
+        self.model_thread = ModelThread()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._shown: set[str] = set()
+
+    # -- messages to the client ----------------------------------------------------------
+    def log_info(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        log.info(message)
+        try:
+            self.window_log_message(types.LogMessageParams(type=kind, message=message))
+        except Exception:  # no client connection (unit tests, shutdown)
+            pass
+
+    def show_once(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        self.log_info(message, kind)
+        if message not in self._shown:
+            self._shown.add(message)
+            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn` on the event loop (for messages sent from the model thread)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- client facts ----------------------------------------------------------------------
+    def capability(self, *path: str) -> Any:
+        node: Any = self.client_capabilities
+        for name in path:
+            node = getattr(node, name, None)
+            if node is None:
+                return None
+        return node
+
+    @property
+    def encoding(self) -> str:
+        return normalize_encoding(self.workspace.position_encoding)
+
+    def snapshot(self, uri: str) -> Snapshot | None:
+        """The open document at `uri`, or None (never read from disk)."""
+        doc = self.workspace.text_documents.get(uri)
+        if doc is None:
+            return None
+        lang_id = doc.language_id or ""
+        return Snapshot(uri, doc.source, doc.version, lang_id, detect_language(lang_id, uri))
+
+    def others(self, snap: Snapshot) -> list[OtherDocument]:
+        """Other open buffers of the same language, for context snippets."""
+        out = []
+        for uri, doc in self.workspace.text_documents.items():
+            if uri != snap.uri and detect_language(doc.language_id, uri) == snap.language:
+                out.append(OtherDocument(uri.rsplit("/", 1)[-1], doc.source))
+        return out[:MAX_OTHER_DOCS]
+
+    def serves(self, snap: Snapshot | None) -> bool:
+        """Whether completions are wanted for this document now."""
+        if snap is None or not self.settings.enabled:
+            return False
+        if self.settings.languages and snap.language_id not in self.settings.languages:
+            return False
+        window = snap.text[:4096]
+        if "\x00" in window:  # binary-looking content: nothing sensible to complete
+            return False
+        return True
+
+    # -- settings and model loading --------------------------------------------------------
+    def apply_settings(self, raw: Any) -> None:
+        settings, messages = apply_settings(raw, self.settings)
+        for m in messages:
+            self.show_once(m)
+        reload = (settings.model, settings.device) != (self.settings.model, self.settings.device)
+        self.settings = settings
+        self.engine.update_settings(settings)
+        if reload and self.loop is not None:
+            self.start_model_load()
+
+    def start_model_load(self) -> None:
+        """Load the model on the model thread, reporting $/progress when the client can."""
+        token = f"dlm-load-{uuid.uuid4()}"
+        progress = bool(self.capability("window", "work_done_progress"))
+        if progress:
+            self.work_done_progress.create(token)
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                title="dlm: loading model", percentage=0, cancellable=False))
+
+        def report(message: str, pct: int) -> None:
+            if progress:
+                self.call_in_loop(self.work_done_progress.report, token,
+                                  types.WorkDoneProgressReport(message=message, percentage=pct))
+
+        def job() -> None:
+            try:
+                model = self.engine.load(report)
+                self.call_in_loop(self.log_info, f"dlm: model ready ({model.path})")
+                done = "ready"
+            except ModelError as exc:
+                self.call_in_loop(self.show_once, f"dlm: {exc}")
+                done = "failed"
+            if progress:
+                self.call_in_loop(self.work_done_progress.end, token,
+                                  types.WorkDoneProgressEnd(message=f"model {done}"))
+
+        self.model_thread.submit(job)
+
+    async def pull_configuration(self) -> None:
+        if not self.capability("workspace", "configuration"):
+            return
+        try:
+            result = await self.workspace_configuration_async(types.ConfigurationParams(
+                items=[types.ConfigurationItem(section="dlm")]))
+        except Exception as exc:
+            self.log_info(f"workspace/configuration failed: {exc}", types.MessageType.Warning)
+            return
+        if result and isinstance(result[0], dict) and result[0]:
+            self.apply_settings(result[0])
+
+    async def in_model_thread(self, snap: Snapshot, kind: str,
+                              work: Callable[[threading.Event], T]) -> T | None:
+        """Debounced, superseding run of `work` for this document (None if it went stale)."""
+        ticket = self.gate.begin(snap.uri, kind)
+        return await self.model_thread.run(self.gate, ticket, self.settings.debounce_ms / 1e3, work)
+
+
+SERVER = DlmServer()
+
+
+def guarded(default: Callable[[], T]) -> Callable[[Callable[..., Awaitable[T]]],
+                                                  Callable[..., Awaitable[T]]]:
+    """Turn any failure of a handler into a logged message and an empty answer.
+
+    Model errors are shown once; bad params become InvalidParams; cancellations propagate.
+    """
+    def wrap(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @wraps(fn)
+        async def handler(ls: DlmServer, params: Any) -> T:
+            try:
+                return await fn(ls, params)
+            except (asyncio.CancelledError, JsonRpcInvalidParams):
+                raise
+            except ModelError as exc:
+                ls.show_once(f"dlm: {exc}")
+            except Exception:
+                ls.log_info(f"dlm: {fn.__name__} failed:\n{traceback.format_exc()}",
+                            types.MessageType.Error)
+            return default()
+        return handler
+    return wrap
+
+
+@SERVER.feature(types.INITIALIZE)
+def initialize(ls: DlmServer, params: types.InitializeParams) -> None:
+    ls.apply_settings(params.initialization_options)
+
+
+@SERVER.feature(types.INITIALIZED)
+async def initialized(ls: DlmServer, params: types.InitializedParams) -> None:
+    ls.loop = asyncio.get_running_loop()
+    ls.start_model_load()
+    await ls.pull_configuration()
+
+
+@SERVER.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def did_change_configuration(ls: DlmServer, params: types.DidChangeConfigurationParams) -> None:
+    raw = params.settings
+    if isinstance(raw, dict) and isinstance(raw.get("dlm"), dict):
+        ls.apply_settings(raw)
+    else:  # clients that only signal a change expect us to pull
+        await ls.pull_configuration()
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: DlmServer, params: types.DidChangeTextDocumentParams) -> None:
+    ls.gate.invalidate(params.text_document.uri)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: DlmServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.gate.invalidate(params.text_document.uri)
+
+
+def _cursor(ls: DlmServer, snap: Snapshot, pos: types.Position) -> int:
+    return offset_at(snap.text, pos.line, pos.character, ls.encoding)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_COMPLETION,
+                types.CompletionOptions(trigger_characters=[".", "(", " ", "\n"]))
+@guarded(lambda: types.CompletionList(is_incomplete=True, items=[]))
+async def completion(ls: DlmServer, params: types.CompletionParams) -> types.CompletionList:
+    snap = ls.snapshot(params.text_document.uri)
+    if not ls.serves(snap):
+        return types.CompletionList(is_incomplete=False, items=[])
+    assert snap is not None
+    offset = _cursor(ls, snap, params.position)
+    others = ls.others(snap)
+    outcome = await ls.in_model_thread(snap, "completion", lambda cancel: ls.engine.complete(
+        snap.text, offset, snap.language, others, cancel))
+    if outcome is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    snippets = bool(ls.capability("text_document", "completion", "completion_item",
+                                  "snippet_support"))
+    items = completion_items(outcome, snap.text, ls.encoding, snippets, snap.language_id)
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+@guarded(lambda: types.InlineCompletionList(items=[]))
+async def inline_completion(ls: DlmServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    snap = ls.snapshot(params.text_document.uri)
+    if not ls.serves(snap):
+        return types.InlineCompletionList(items=[])
+    assert snap is not None
+    offset = _cursor(ls, snap, params.position)
+    others = ls.others(snap)
+    outcome = await ls.in_model_thread(snap, "inline", lambda cancel: ls.engine.complete(
+        snap.text, offset, snap.language, others, cancel))
+    if outcome is None:
+        return types.InlineCompletionList(items=[])
+    return types.InlineCompletionList(items=inline_items(outcome, snap.text, ls.encoding))
+
+
+def _range_offsets(ls: DlmServer, snap: Snapshot, rng: types.Range) -> tuple[int, int]:
+    a = offset_at(snap.text, rng.start.line, rng.start.character, ls.encoding)
+    b = offset_at(snap.text, rng.end.line, rng.end.character, ls.encoding)
+    return min(a, b), max(a, b)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+    code_action_kinds=[REWRITE, QUICKFIX], resolve_provider=True))
+@guarded(lambda: [])
+async def code_action(ls: DlmServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    snap = ls.snapshot(params.text_document.uri)
+    if not ls.serves(snap):
+        return []
+    assert snap is not None
+    start, end = _range_offsets(ls, snap, params.range)
+    only = params.context.only or []
+    wants = lambda kind: not only or any(kind.startswith(k) for k in only)  # noqa: E731
+    args = {"uri": snap.uri, "range": ls.protocol._converter.unstructure(params.range)}
+    actions: list[types.CodeAction] = []
+    if wants(QUICKFIX) and find_holes(snap.text, snap.language, start, end or len(snap.text)):
+        actions.append(types.CodeAction(title="Fill holes (dlm)", kind=QUICKFIX,
+                                        data={"command": "dlm.fillHoles", **args}))
+    if wants(REWRITE) and end > start:
+        actions.append(types.CodeAction(
+            title="Regenerate selection (dlm)", kind=REWRITE,
+            command=types.Command("Regenerate selection (dlm)", "dlm.instantEdit", [args])))
+    if wants(QUICKFIX) and error_regions(snap.text, snap.language, start, end):
+        fix = await ls.in_model_thread(snap, "repair", lambda cancel: edits.repair(
+            ls.engine, snap.text, snap.language, start, end, cancel))
+        if fix is not None:  # offered only when the repaired lines parse
+            actions.append(types.CodeAction(
+                title="Repair syntax error (dlm)", kind=QUICKFIX, is_preferred=True,
+                edit=workspace_edit(snap.uri, snap.version, snap.text, [fix], ls.encoding)))
+    resolve = ls.capability("text_document", "code_action", "resolve_support", "properties")
+    if not resolve or "edit" not in resolve:  # the client cannot resolve: compute edits now
+        actions = [await _resolve(ls, a) for a in actions]
+    return actions
+
+
+async def _resolve(ls: DlmServer, action: types.CodeAction) -> types.CodeAction:
+    data = action.data if isinstance(action.data, dict) else {}
+    if data.get("command") == "dlm.fillHoles":
+        action.edit = await _fill_holes_edit(ls, data)
+    return action
+
+
+@SERVER.feature(types.CODE_ACTION_RESOLVE)
+@guarded(lambda: types.CodeAction(title="dlm"))
+async def code_action_resolve(ls: DlmServer, action: types.CodeAction) -> types.CodeAction:
+    return await _resolve(ls, action)
+
+
+def _command_args(args: tuple[Any, ...]) -> dict[str, Any]:
+    if not args or not isinstance(args[0], dict) or not isinstance(args[0].get("uri"), str):
+        raise JsonRpcInvalidParams.of(ValueError("expected one argument {uri, range?, ...}"))
+    return args[0]
+
+
+def _snapshot_and_range(ls: DlmServer, data: dict[str, Any]) -> tuple[Snapshot, int, int]:
+    snap = ls.snapshot(data["uri"])
+    if snap is None:
+        raise JsonRpcInvalidParams.of(ValueError(f"{data['uri']} is not open"))
+    if data.get("range") is None:
+        return snap, 0, len(snap.text)
+    try:
+        rng = ls.protocol._converter.structure(data["range"], types.Range)
+    except Exception as exc:
+        raise JsonRpcInvalidParams.of(ValueError(f"bad range: {exc}")) from exc
+    return snap, *_range_offsets(ls, snap, rng)
+
+
+async def _fill_holes_edit(ls: DlmServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
+    snap, start, end = _snapshot_and_range(ls, data)
+    if start == end:
+        start, end = 0, len(snap.text)
+    found = await ls.in_model_thread(snap, "fillHoles", lambda cancel: edits.fill_holes(
+        ls.engine, snap.text, snap.language, start, end, cancel))
+    if not found:
+        return None
+    return workspace_edit(snap.uri, snap.version, snap.text, found, ls.encoding)
+
+
+async def _apply(ls: DlmServer, edit: types.WorkspaceEdit | None, label: str) -> Any:
+    if edit is None:
+        return None
+    await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=label))
+    return ls.protocol._converter.unstructure(edit)
+
+
+@SERVER.command("dlm.fillHoles")
+async def cmd_fill_holes(ls: DlmServer, *args: Any) -> Any:
+    """Fill every hole in {uri, range?} jointly and apply the edit."""
+    return await _apply(ls, await _fill_holes_edit(ls, _command_args(args)), "dlm: fill holes")
+
+
+@SERVER.command("dlm.instantEdit")
+async def cmd_instant_edit(ls: DlmServer, *args: Any) -> Any:
+    """Regenerate {uri, range} from both sides, following {instruction} when given."""
+    data = _command_args(args)
+    snap, start, end = _snapshot_and_range(ls, data)
+    instruction = data.get("instruction")
+    if instruction is not None and not isinstance(instruction, str):
+        raise JsonRpcInvalidParams.of(ValueError("instruction must be a string"))
+    edit = await ls.in_model_thread(snap, "instantEdit", lambda cancel: edits.instant_edit(
+        ls.engine, snap.text, snap.language, start, end, instruction, cancel))
+    if edit is None:
+        return None
+    return await _apply(ls, workspace_edit(snap.uri, snap.version, snap.text, [edit], ls.encoding),
+                        "dlm: instant edit")
+
+
+@SERVER.command("dlm.status")
+async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
+    """Model state, counters and the last run's figures, for status bars and tests."""
+    e = ls.engine
+    stats = e.last_stats
+    return {
+        "version": __version__,
+        "state": e.state,
+        "error": e.error,
+        "model": str(e.model.path) if e.model else ls.settings.model,
+        "positionEncoding": ls.encoding,
+        "modelRuns": e.model_runs,
+        "started": ls.gate.started,
+        "superseded": ls.gate.superseded,
+        "cacheHits": e.cache.hits,
+        "lastRun": None if stats is None else stats.__dict__,
+    }
+
+
+@SERVER.feature(types.SHUTDOWN)
+def shutdown(ls: DlmServer, params: None) -> None:
+    ls.gate.cancel_all()
+    ls.model_thread.shutdown()

@@ -1,0 +1,88 @@
+"""Engine and Instant Edit functions with the parrot checkpoint (its output is known)."""
+
+import threading
+
+import pytest
+
+from dlm_lsp import edits
+from dlm_lsp.config import Settings
+from dlm_lsp.engine import Engine, ModelError
+from dlm_lsp.model.sampler import Cancelled
+from dlm_lsp.syntax import HOLE_MARKER
+
+
+def test_line_completion_fills_the_slots_and_reports_figures(parrot_engine):
+    text = "x = \n"
+    out = parrot_engine.complete(text, 4, "python")
+    assert out.plan.mode == "line"
+    assert [c.text for c in out.candidates] == ["11111111"]
+    assert out.stats.forward_passes == 1 and out.stats.tokens == 8
+
+
+def test_block_completion_is_indented_under_the_opener(parrot_engine):
+    text = "def f(x):\n    \n"
+    out = parrot_engine.complete(text, len("def f(x):\n    "), "python")
+    assert out.plan.mode == "block"
+    assert out.candidates[0].text == "1" * 12  # one line, after the cursor's own indentation
+
+
+def test_identical_requests_come_from_the_cache(parrot_engine):
+    text = "y = \n"
+    parrot_engine.complete(text, 4, "python")
+    runs = parrot_engine.model_runs
+    again = parrot_engine.complete(text, 4, "python")
+    assert parrot_engine.model_runs == runs and again.stats.cached
+    assert parrot_engine.cache.hits >= 1
+
+
+def test_a_set_cancel_event_stops_the_run(parrot_checkpoint):
+    engine = Engine(Settings(model=str(parrot_checkpoint), confidence_threshold=1.0))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        engine.complete("x = \n", 4, "python", cancel=cancel)
+
+
+def test_missing_embedded_model_raises_a_message_that_says_what_to_set(tmp_path):
+    engine = Engine(Settings(model=str(tmp_path / "nowhere")))
+    with pytest.raises(ModelError, match='Set the "model" setting'):
+        engine.load()
+    assert engine.state == "error"
+
+
+def test_fill_holes_replaces_every_hole_in_one_run(parrot_engine):
+    text = (
+        "def a():\n    ...\n\n"
+        "def b():\n    # TODO: return something\n\n"
+        f"z = {HOLE_MARKER}\n"
+    )
+    runs = parrot_engine.model_runs
+    found = edits.fill_holes(parrot_engine, text, "python")
+    assert parrot_engine.model_runs == runs + 1
+    assert [text[e.start:e.end] for e in found] == ["...", "# TODO: return something",
+                                                      HOLE_MARKER]
+    assert [e.text for e in found] == ["1" * 12, "1" * 12, "1" * 8]
+
+
+def test_instant_edit_regenerates_the_selection_with_the_instruction_in_context(parrot_engine):
+    text = "a = 1\nb = compute(a)\nc = 3\n"
+    start, end = text.index("compute(a)"), text.index("\nc")
+    seen = []
+    run = parrot_engine.run
+    parrot_engine.run = lambda pieces, *a, **k: seen.append(pieces) or run(pieces, *a, **k)
+    edit = edits.instant_edit(parrot_engine, text, "python", start, end, "use a constant")
+    assert edit is not None and (edit.start, edit.end) == (start, end)
+    assert set(edit.text) == {"1"}
+    prefix = parrot_engine.model.decode(list(seen[0][0]))
+    assert prefix.endswith("a = 1\n# use a constant\nb = ")
+
+
+def test_repair_replaces_the_broken_line_with_code_that_parses(parrot_engine):
+    text = "def f(x):\n    return x\n\ny = (1 +\n"
+    fix = edits.repair(parrot_engine, text, "python", text.index("y"), len(text))
+    assert fix is not None and text[fix.start:fix.end] == "y = (1 +"
+    assert set(fix.text) == {"1"}
+
+
+def test_repair_is_not_offered_without_a_syntax_error(parrot_engine):
+    assert edits.repair(parrot_engine, "x = 1\n", "python", 0, 5) is None

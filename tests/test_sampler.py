@@ -1,0 +1,176 @@
+"""The masked-diffusion sampler against scripted denoisers whose beliefs we choose."""
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from dlm_lsp.model.checkpoint import DlmSpec, load_checkpoint
+from dlm_lsp.model.sampler import Cancelled, SamplerConfig, sample
+
+PAD, EOS, MASK, EXPAND = 0, 1, 2, 3
+V = 32
+SPEC = DlmSpec(mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS)
+SPEC_EXPAND = DlmSpec(mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS, expand_token_id=EXPAND)
+
+Belief = Callable[[int, int, int], tuple[int, float]]  # (position, seq_len, call) -> token, prob
+
+
+class Scripted(nn.Module):
+    """Predicts `belief(pos, seq_len, call)` with that probability at every requested row."""
+
+    def __init__(self, belief: Belief):
+        super().__init__()
+        self.belief = belief
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.calls = 0
+        self.full_len = 0
+        self.asked: list[list[int]] = []
+
+    def forward(self, ids, positions=None, cache=None, logits_at=None, causal=False):
+        B, T = ids.shape
+        if positions is None:
+            positions = torch.arange(T)
+            self.full_len = T
+            if cache is not None:
+                cache.keys.append(torch.zeros(1, 1, T, 1))
+        rows = positions if logits_at is None else positions[logits_at]
+        self.asked.append(rows.tolist())
+        out = torch.full((B, len(rows), V), -30.0)
+        for i, p in enumerate(rows.tolist()):
+            tok, prob = self.belief(p, self.full_len, self.calls)
+            rest = (1 - prob) / (V - 1)
+            out[:, i] = torch.log(torch.tensor(rest))
+            out[:, i, tok] = torch.log(torch.tensor(prob))
+        self.calls += 1
+        return out
+
+
+PREFIX, SUFFIX = [20, 21, 22], [23, 24]
+START = len(PREFIX)
+
+
+def words_then_eos(n: int, prob: float = 0.99) -> Belief:
+    """Tokens 10, 11, ... in the first `n` slots, then eos."""
+    def belief(p, T, call):
+        k = p - START
+        return (10 + k, prob) if 0 <= k < n else (EOS, prob)
+    return belief
+
+
+def test_trailing_end_slots_are_removed_without_knowing_the_length():
+    out = sample(Scripted(words_then_eos(3)), SPEC, [PREFIX, 8, SUFFIX], SamplerConfig())
+    assert out.candidates[0].spans == [[10, 11, 12]]
+    assert out.generated_tokens == 3
+
+
+def test_confident_model_fills_the_whole_span_in_one_forward_pass():
+    out = sample(Scripted(words_then_eos(5)), SPEC, [PREFIX, 8, SUFFIX],
+                 SamplerConfig(threshold=0.9))
+    assert out.forward_passes == 1 and out.history == [8]
+
+
+def test_threshold_one_commits_exactly_one_token_per_step():
+    out = sample(Scripted(words_then_eos(5)), SPEC, [PREFIX, 8, SUFFIX],
+                 SamplerConfig(threshold=1.0, max_steps=64))
+    assert set(out.history) == {1}
+    assert out.candidates[0].spans == [[10, 11, 12, 13, 14]]
+    assert out.forward_passes == out.steps == len(out.history)
+
+
+def test_max_steps_bounds_the_number_of_steps_for_an_unsure_model():
+    out = sample(Scripted(words_then_eos(8, prob=0.3)), SPEC, [PREFIX, 8, SUFFIX],
+                 SamplerConfig(threshold=0.9, max_steps=2))
+    assert out.steps == 2 and out.history == [4, 4]
+    assert out.candidates[0].spans == [list(range(10, 18))]
+
+
+def test_expand_tokens_grow_the_span():
+    def belief(p, T, call):  # ask for more room until the span has 4 slots
+        k = p - START
+        if T < len(PREFIX) + 4 + len(SUFFIX):
+            return EXPAND, 0.99
+        return 10 + k, 0.99
+
+    out = sample(Scripted(belief), SPEC_EXPAND, [PREFIX, 2, SUFFIX], SamplerConfig())
+    assert out.candidates[0].spans == [[10, 11, 12, 13]]
+    assert out.forward_passes == 2  # the layout change forces a full forward
+
+
+def test_expand_cannot_grow_a_span_past_max_span():
+    model = Scripted(lambda p, T, call: (EXPAND, 0.6))
+    out = sample(model, SPEC_EXPAND, [PREFIX, 2, SUFFIX], SamplerConfig(max_span=2))
+    assert model.full_len == len(PREFIX) + 2 + len(SUFFIX)
+    assert EXPAND not in out.candidates[0].spans[0]
+
+
+def test_cancellation_is_checked_between_steps():
+    checks = []
+
+    def stop():
+        checks.append(1)
+        return len(checks) > 2
+
+    with pytest.raises(Cancelled):
+        sample(Scripted(words_then_eos(8, prob=0.3)), SPEC, [PREFIX, 8, SUFFIX],
+               SamplerConfig(threshold=1.0, max_steps=64), should_stop=stop)
+    assert len(checks) == 3
+
+
+def test_holes_are_filled_jointly_in_one_run():
+    def belief(p, T, call):
+        return {3: (10, 0.99), 4: (EOS, 0.99), 8: (11, 0.99), 9: (12, 0.99)}.get(p, (EOS, 0.99))
+
+    pieces = [PREFIX, 3, [30, 31], 2, SUFFIX]  # span A at 3..5, span B at 8..9
+    out = sample(Scripted(belief), SPEC, pieces, SamplerConfig())
+    assert out.candidates[0].spans == [[10], [11, 12]]
+    assert out.forward_passes == 1
+
+
+def test_n_best_rows_are_decoded_in_one_batch():
+    out = sample(Scripted(words_then_eos(2, prob=0.5)), SPEC, [PREFIX, 4, SUFFIX],
+                 SamplerConfig(candidates=3, threshold=0.9, max_steps=4))
+    assert len(out.candidates) == 3
+    assert out.candidates[0].spans == [[10, 11]]  # the first row stays greedy
+
+
+def test_shifted_logits_read_the_position_before_each_slot():
+    model = Scripted(lambda p, T, c: (10 + p, 0.99) if p < START + 1 else (EOS, 0.99))
+    spec = DlmSpec(mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS, logits_shift=True)
+    out = sample(model, spec, [PREFIX, 3, SUFFIX], SamplerConfig())
+    assert model.asked[0] == [START - 1, START, START + 1]
+    assert out.candidates[0].spans == [[10 + START - 1, 10 + START]]
+
+
+def test_remasking_revises_a_token_the_model_stops_believing():
+    def belief(p, T, call):
+        k = p - START
+        if k == 0:
+            return (10, 0.95) if call == 0 else (11, 0.95)
+        return (12, 0.3) if call < 3 else (EOS, 0.99)
+
+    cfg = SamplerConfig(threshold=0.9, max_steps=16, remask_threshold=0.5)
+    revised = sample(Scripted(belief), SPEC, [PREFIX, 2, SUFFIX], cfg)
+    kept = sample(Scripted(belief), SPEC, [PREFIX, 2, SUFFIX],
+                  SamplerConfig(threshold=0.9, max_steps=16))
+    assert revised.candidates[0].spans[0][0] == 11
+    assert kept.candidates[0].spans[0][0] == 10
+
+
+def test_cache_and_no_cache_both_decode_a_real_random_model(random_checkpoint):
+    model = load_checkpoint(random_checkpoint)
+    prefix, suffix = model.encode("def f(x):\n    return "), model.encode("\n")
+    for use_cache in (True, False):
+        out = sample(model.denoiser, model.spec, [prefix, 6, suffix],
+                     SamplerConfig(threshold=1.0, max_steps=6, use_cache=use_cache))
+        assert out.forward_passes <= 6
+        assert all(t not in model.special_ids for t in out.candidates[0].spans[0])
+
+
+def test_parrot_model_writes_its_token_everywhere_in_one_pass(parrot_checkpoint):
+    model = load_checkpoint(parrot_checkpoint)
+    out = sample(model.denoiser, model.spec, [model.encode("x = "), 5, model.encode("\n")],
+                 SamplerConfig())
+    assert model.decode(out.candidates[0].spans[0]) == "11111"
+    assert out.forward_passes == 1
