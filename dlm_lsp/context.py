@@ -62,7 +62,8 @@ def _take_lines(lines: Sequence[str], counts: Sequence[int], budget: int) -> int
 
 
 def _top_level(line: str) -> bool:
-    return bool(line.strip()) and not line[0].isspace() and not line.lstrip().startswith((")", "]", "}"))
+    closing = line.lstrip().startswith((")", "]", "}"))
+    return bool(line.strip()) and not line[0].isspace() and not closing
 
 
 def _count(encode: Encode, pieces: Sequence[str]) -> list[int]:

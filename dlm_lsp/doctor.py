@@ -16,8 +16,7 @@ SAMPLE = '''def mean(values):
     total = 0
     for v in values:
         total += v
-    return total / 
-'''
+''' + "    return total / "
 
 
 def _line(name: str, value: object) -> None:

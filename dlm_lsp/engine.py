@@ -18,7 +18,7 @@ from dlm_lsp.cache import LRUCache
 from dlm_lsp.config import Settings
 from dlm_lsp.context import OtherDocument, build_context
 from dlm_lsp.model.checkpoint import LoadedModel, ModelError, load_checkpoint, resolve_model_path
-from dlm_lsp.model.sampler import Cancelled, SampleResult, SamplerConfig, sample
+from dlm_lsp.model.sampler import Cancelled, SamplerConfig, SampleResult, sample
 from dlm_lsp.postprocess import Scored, finish_candidate, rank
 from dlm_lsp.syntax import SpanPlan, comment_prefix, error_count, line_window, plan_span
 

@@ -79,7 +79,9 @@ def completion_items(
     return items
 
 
-def inline_items(outcome: CompletionOutcome, text: str, encoding: str) -> list[types.InlineCompletionItem]:
+def inline_items(
+    outcome: CompletionOutcome, text: str, encoding: str
+) -> list[types.InlineCompletionItem]:
     """Ghost text inserted at the cursor, one item per candidate."""
     rng = to_range(text, outcome.offset, outcome.offset, encoding)
     return [types.InlineCompletionItem(insert_text=c.text, range=rng) for c in outcome.candidates]

@@ -227,7 +227,9 @@ async def initialized(ls: DlmServer, params: types.InitializedParams) -> None:
 
 
 @SERVER.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
-async def did_change_configuration(ls: DlmServer, params: types.DidChangeConfigurationParams) -> None:
+async def did_change_configuration(
+    ls: DlmServer, params: types.DidChangeConfigurationParams
+) -> None:
     raw = params.settings
     if isinstance(raw, dict) and isinstance(raw.get("dlm"), dict):
         ls.apply_settings(raw)
@@ -271,7 +273,9 @@ async def completion(ls: DlmServer, params: types.CompletionParams) -> types.Com
 
 @SERVER.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 @guarded(lambda: types.InlineCompletionList(items=[]))
-async def inline_completion(ls: DlmServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+async def inline_completion(
+    ls: DlmServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList:
     snap = ls.snapshot(params.text_document.uri)
     if not ls.serves(snap):
         return types.InlineCompletionList(items=[])

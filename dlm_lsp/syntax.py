@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlparse
 
@@ -96,7 +96,7 @@ def comment_prefix(language: str | None) -> str:
     return LANGUAGES[language].comment if language in LANGUAGES else "#"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parser(ts_name: str) -> Parser | None:
     try:
         from tree_sitter_language_pack import get_parser
@@ -246,7 +246,9 @@ def _line_indent(text: str, offset: int) -> str:
     return re.match(r"[ \t]*", text[ls:]).group(0)  # type: ignore[union-attr]
 
 
-def find_holes(text: str, language: str | None, start: int = 0, end: int | None = None) -> list[Hole]:
+def find_holes(
+    text: str, language: str | None, start: int = 0, end: int | None = None
+) -> list[Hole]:
     """Holes in [start, end): `...` bodies (Python), TODO-only lines, and the hole marker."""
     end = len(text) if end is None else end
     holes: list[Hole] = []
@@ -280,7 +282,8 @@ def _ellipsis_bodies(text: str, start: int, end: int) -> list[Hole]:
     while stack:
         node = stack.pop()
         if node.type == "ellipsis":
-            stmt = node.parent if node.parent and node.parent.type == "expression_statement" else node
+            parent = node.parent
+            stmt = parent if parent and parent.type == "expression_statement" else node
             if stmt.parent is not None and stmt.parent.type == "block":
                 s = lo + len(data[: node.start_byte].decode("utf-8", "surrogatepass"))
                 e = lo + len(data[: node.end_byte].decode("utf-8", "surrogatepass"))
@@ -291,7 +294,9 @@ def _ellipsis_bodies(text: str, start: int, end: int) -> list[Hole]:
     return out
 
 
-def error_regions(text: str, language: str | None, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+def error_regions(
+    text: str, language: str | None, start: int = 0, end: int | None = None
+) -> list[tuple[int, int]]:
     """Whole-line spans (offsets) around tree-sitter ERROR/MISSING nodes touching [start, end)."""
     end = len(text) if end is None else end
     lo, hi = line_window(text, start, end, before=100, after=50)

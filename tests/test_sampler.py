@@ -12,7 +12,8 @@ from dlm_lsp.model.sampler import Cancelled, SamplerConfig, sample
 PAD, EOS, MASK, EXPAND = 0, 1, 2, 3
 V = 32
 SPEC = DlmSpec(mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS)
-SPEC_EXPAND = DlmSpec(mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS, expand_token_id=EXPAND)
+SPEC_EXPAND = DlmSpec(mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS,
+                      expand_token_id=EXPAND)
 
 Belief = Callable[[int, int, int], tuple[int, float]]  # (position, seq_len, call) -> token, prob
 

@@ -10,6 +10,7 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from dlm_lsp.syntax import HOLE_MARKER
+
 from lsp_helpers import (
     SERVER,
     URI,
