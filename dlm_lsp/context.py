@@ -1,7 +1,7 @@
 """Fill-in-the-middle context: what of the buffer the model sees, under a token budget.
 
-The prefix and the suffix each get a share of ``contextTokens`` (the suffix at least a
-quarter, so it survives a long prefix) and give what they do not use to the other. Windows
+The prefix and the suffix each get a share of ``contextTokens`` (the suffix 30%, so it
+survives a long prefix) and give what they do not use to the other. Windows
 are cut at line boundaries, and moved to a top-level line (a syntax boundary) when one is
 near the cut. Left-over budget is spent on the snippets of other open buffers of the same
 language that look most like the code around the cursor.
@@ -51,9 +51,9 @@ def _lines_back(text: str) -> list[str]:
     return list(reversed(text.splitlines(keepends=True)))
 
 
-def _take_lines(lines: Sequence[str], counts: Sequence[int], budget: int) -> int:
+def _take_lines(lines: Sequence[str], counts: Sequence[float], budget: int) -> int:
     """How many of `lines` (in order) fit in `budget` tokens; at least the first one."""
-    used = 0
+    used = 0.0
     for i, n in enumerate(counts):
         if used + n > budget and i > 0:
             return i
@@ -66,8 +66,13 @@ def _top_level(line: str) -> bool:
     return bool(line.strip()) and not line[0].isspace() and not closing
 
 
-def _count(encode: Encode, pieces: Sequence[str]) -> list[int]:
-    return [len(encode(p)) for p in pieces]
+def _count(encode: Encode, pieces: Sequence[str]) -> list[float]:
+    """Tokens per line, scaled so they add up to the tokens of the lines encoded together
+    (byte-level BPE merges across line breaks, so per-line counts overestimate)."""
+    counts = [len(encode(p)) for p in pieces]
+    total = sum(counts)
+    joint = len(encode("".join(pieces))) if total else 0
+    return [c * joint / total for c in counts] if total else counts
 
 
 def build_context(
@@ -92,19 +97,19 @@ def build_context(
     # Shares: the suffix gets SUFFIX_SHARE, each side lends what it does not need.
     suf_share = int(budget * SUFFIX_SHARE)
     pre_need, suf_need = sum(pre_counts), sum(suf_counts)
-    suf_budget = min(suf_need, max(suf_share, budget - pre_need))
+    suf_budget = int(min(suf_need, max(suf_share, budget - pre_need)))
     pre_budget = budget - suf_budget
 
     n_pre = _take_lines(pre_lines, pre_counts, pre_budget)
     cut_off = n_pre < len(pre_lines) or offset - len(raw_prefix) > 0
-    if cut_off:  # move the start to a top-level line in the oldest quarter of the window
-        for i in range(n_pre - 1, max(n_pre - 1 - n_pre // 4, 0), -1):
+    if cut_off:  # move the start to a top-level line in the oldest eighth of the window
+        for i in range(n_pre - 1, max(n_pre - 1 - n_pre // 8, 0), -1):
             if _top_level(pre_lines[i]):
                 n_pre = i + 1
                 break
     n_suf = _take_lines(suf_lines, suf_counts, suf_budget)
-    if n_suf < len(suf_lines):  # end before a top-level line in the last quarter
-        for i in range(n_suf - 1, max(n_suf - 1 - n_suf // 4, 0), -1):
+    if n_suf < len(suf_lines):  # end before a top-level line in the last eighth
+        for i in range(n_suf - 1, max(n_suf - 1 - n_suf // 8, 0), -1):
             if _top_level(suf_lines[i]):
                 n_suf = i
                 break

@@ -36,7 +36,7 @@ def test_short_suffix_lends_its_share_to_the_prefix():
 
 
 def test_prefix_cut_moves_to_a_top_level_line():
-    body = "".join(f"    step_{i} = {i}\n" for i in range(8))
+    body = "".join(f"    step_{i} = {i}\n" for i in range(3))
     text = ("def f():\n" + body) * 30
     offset = len(text) - 10
     ctx = build_context(text, offset, encode, 150)

@@ -175,3 +175,22 @@ def test_parrot_model_writes_its_token_everywhere_in_one_pass(parrot_checkpoint)
                  SamplerConfig())
     assert model.decode(out.candidates[0].spans[0]) == "11111"
     assert out.forward_passes == 1
+
+
+def test_refresh_ratio_controls_how_often_the_context_is_recomputed():
+    def full_forwards(ratio: float) -> int:
+        model = Scripted(words_then_eos(8, prob=0.3))
+        lengths = []
+        original = model.forward
+
+        def spy(ids, positions=None, **kw):
+            lengths.append(positions is None)
+            return original(ids, positions=positions, **kw)
+
+        model.forward = spy
+        sample(model, SPEC, [PREFIX, 8, SUFFIX],
+               SamplerConfig(threshold=1.0, max_steps=8, refresh_ratio=ratio))
+        return sum(lengths)
+
+    assert full_forwards(1.0) == 1  # once per span
+    assert full_forwards(0.25) == 3  # steps 1, 4 and 7: once more than 2 of 8 slots changed
