@@ -312,9 +312,8 @@ async def code_action(ls: DlmServer, params: types.CodeActionParams) -> list[typ
         actions.append(types.CodeAction(title="Fill holes (dlm)", kind=QUICKFIX,
                                         data={"command": "dlm.fillHoles", **args}))
     if wants(REWRITE) and end > start:
-        actions.append(types.CodeAction(
-            title="Regenerate selection (dlm)", kind=REWRITE,
-            command=types.Command("Regenerate selection (dlm)", "dlm.instantEdit", [args])))
+        actions.append(types.CodeAction(title="Regenerate selection (dlm)", kind=REWRITE,
+                                        data={"command": "dlm.instantEdit", **args}))
     if wants(QUICKFIX) and error_regions(snap.text, snap.language, start, end):
         fix = await ls.in_model_thread(snap, "repair", lambda cancel: edits.repair(
             ls.engine, snap.text, snap.language, start, end, cancel))
@@ -323,15 +322,28 @@ async def code_action(ls: DlmServer, params: types.CodeActionParams) -> list[typ
                 title="Repair syntax error (dlm)", kind=QUICKFIX, is_preferred=True,
                 edit=workspace_edit(snap.uri, snap.version, snap.text, [fix], ls.encoding)))
     resolve = ls.capability("text_document", "code_action", "resolve_support", "properties")
-    if not resolve or "edit" not in resolve:  # the client cannot resolve: compute edits now
-        actions = [await _resolve(ls, a) for a in actions]
+    if not resolve or "edit" not in resolve:  # the client cannot resolve: edits now, or commands
+        actions = [await _without_resolve(ls, a) for a in actions]
     return actions
+
+
+async def _without_resolve(ls: DlmServer, action: types.CodeAction) -> types.CodeAction:
+    """Fill holes is computed now; a selection is regenerated only once chosen (a command)."""
+    data = action.data if isinstance(action.data, dict) else {}
+    if data.get("command") == "dlm.instantEdit":
+        action.command = types.Command(title=action.title, command="dlm.instantEdit",
+                                       arguments=[data])
+        action.data = None
+        return action
+    return await _resolve(ls, action)
 
 
 async def _resolve(ls: DlmServer, action: types.CodeAction) -> types.CodeAction:
     data = action.data if isinstance(action.data, dict) else {}
     if data.get("command") == "dlm.fillHoles":
         action.edit = await _fill_holes_edit(ls, data)
+    elif data.get("command") == "dlm.instantEdit":
+        action.edit = await _instant_edit_edit(ls, data)
     return action
 
 
@@ -374,7 +386,10 @@ async def _fill_holes_edit(ls: DlmServer, data: dict[str, Any]) -> types.Workspa
 async def _apply(ls: DlmServer, edit: types.WorkspaceEdit | None, label: str) -> Any:
     if edit is None:
         return None
-    await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=label))
+    try:
+        await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=label))
+    except Exception as exc:  # the client may not apply edits: it still gets the edit back
+        ls.log_info(f"workspace/applyEdit failed: {exc}", types.MessageType.Warning)
     return ls.protocol._converter.unstructure(edit)
 
 
@@ -384,10 +399,7 @@ async def cmd_fill_holes(ls: DlmServer, *args: Any) -> Any:
     return await _apply(ls, await _fill_holes_edit(ls, _command_args(args)), "dlm: fill holes")
 
 
-@SERVER.command("dlm.instantEdit")
-async def cmd_instant_edit(ls: DlmServer, *args: Any) -> Any:
-    """Regenerate {uri, range} from both sides, following {instruction} when given."""
-    data = _command_args(args)
+async def _instant_edit_edit(ls: DlmServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
     snap, start, end = _snapshot_and_range(ls, data)
     instruction = data.get("instruction")
     if instruction is not None and not isinstance(instruction, str):
@@ -396,7 +408,13 @@ async def cmd_instant_edit(ls: DlmServer, *args: Any) -> Any:
         ls.engine, snap.text, snap.language, start, end, instruction, cancel))
     if edit is None:
         return None
-    return await _apply(ls, workspace_edit(snap.uri, snap.version, snap.text, [edit], ls.encoding),
+    return workspace_edit(snap.uri, snap.version, snap.text, [edit], ls.encoding)
+
+
+@SERVER.command("dlm.instantEdit")
+async def cmd_instant_edit(ls: DlmServer, *args: Any) -> Any:
+    """Regenerate {uri, range} from both sides, following {instruction} when given."""
+    return await _apply(ls, await _instant_edit_edit(ls, _command_args(args)),
                         "dlm: instant edit")
 
 

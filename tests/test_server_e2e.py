@@ -169,3 +169,40 @@ async def test_a_burst_of_edits_and_requests_runs_the_model_once(
     assert results[-1].items
     st = await status(client)
     assert st["modelRuns"] == 1 and st["started"] == 1 and st["superseded"] == 19
+
+
+async def test_repair_quick_fix_is_offered_for_a_syntax_error_and_parses(
+        client: LanguageClient, parrot_checkpoint):
+    await client.initialize_session(init_params(_settings(parrot_checkpoint)))
+    text = "def f(x):\n    return x\n\ny = (1 +\n"
+    open_doc(client, text)
+    await wait_ready(client)
+    rng = types.Range(types.Position(3, 0), types.Position(3, 8))
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(URI), range=rng,
+        context=types.CodeActionContext(diagnostics=[])))
+    repair = next(a for a in actions if a.title.startswith("Repair syntax error"))
+    edit = repair.edit.document_changes[0].edits[0]
+    assert edit.range == rng and set(edit.new_text) == {"1"}
+    regenerate = next(a for a in actions if a.kind == "refactor.rewrite.dlm")
+    assert regenerate.edit is None  # computed only when chosen
+    regenerate = await client.code_action_resolve_async(regenerate)
+    new = regenerate.edit.document_changes[0].edits[0]
+    assert new.range == rng and set(new.new_text) == {"1"}
+    # nothing to repair on valid code
+    clean = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(URI),
+        range=types.Range(types.Position(0, 0), types.Position(1, 0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    assert not any(a.title.startswith("Repair") for a in clean)
+
+
+async def test_settings_are_pulled_from_workspace_configuration(
+        client: LanguageClient, parrot_checkpoint):
+    client.set_configuration({"maxTokens": 3}, section="dlm")
+    await client.initialize_session(init_params(_settings(parrot_checkpoint)))
+    open_doc(client, "x = \n")
+    await wait_ready(client)
+    await asyncio.sleep(0.2)  # the pull happens right after `initialized`
+    inline = await client.text_document_inline_completion_async(inline_params(0, 4))
+    assert inline.items[0].insert_text == "111"

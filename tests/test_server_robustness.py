@@ -199,3 +199,22 @@ def test_tcp_transport_serves_initialize(parrot_checkpoint):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_clients_without_code_action_resolve_get_edits_or_commands(
+        client: LanguageClient, parrot_checkpoint):
+    params = init_params(_settings(parrot_checkpoint))
+    params.capabilities.text_document.code_action.resolve_support = None
+    await client.initialize_session(params)
+    text = "def f():\n    ...\n"
+    open_doc(client, text)
+    await wait_ready(client)
+    raw = await raw_request(client, types.TEXT_DOCUMENT_CODE_ACTION, {
+        "textDocument": {"uri": URI},
+        "range": {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}},
+        "context": {"diagnostics": []}}, "no-resolve-1")
+    by_title = {a["title"]: a for a in raw}
+    fill = by_title["Fill holes (dlm)"]["edit"]["documentChanges"][0]["edits"]
+    assert [e["newText"] for e in fill] == ["1" * 96]  # maxBlockTokens slots
+    regenerate = by_title["Regenerate selection (dlm)"]
+    assert "edit" not in regenerate and regenerate["command"]["command"] == "dlm.instantEdit"
