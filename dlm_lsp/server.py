@@ -20,7 +20,7 @@ from pygls.protocol import LanguageServerProtocol
 from dlm_lsp import __version__, edits
 from dlm_lsp.config import Settings, apply_settings
 from dlm_lsp.context import OtherDocument
-from dlm_lsp.engine import Engine, ModelError
+from dlm_lsp.engine import CompletionOutcome, Engine, ModelError
 from dlm_lsp.lsp_items import completion_items, inline_items, workspace_edit
 from dlm_lsp.positions import normalize_encoding, offset_at
 from dlm_lsp.scheduler import ModelThread, RequestGate
@@ -119,9 +119,9 @@ class DlmServer(LanguageServer):
                 out.append(OtherDocument(uri.rsplit("/", 1)[-1], doc.source))
         return out[:MAX_OTHER_DOCS]
 
-    def serves(self, snap: Snapshot | None) -> bool:
+    def serves(self, snap: Snapshot) -> bool:
         """Whether completions are wanted for this document now."""
-        if snap is None or not self.settings.enabled:
+        if not self.settings.enabled:
             return False
         if self.settings.languages and snap.language_id not in self.settings.languages:
             return False
@@ -247,24 +247,28 @@ def did_close(ls: DlmServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.gate.invalidate(params.text_document.uri)
 
 
-def _cursor(ls: DlmServer, snap: Snapshot, pos: types.Position) -> int:
-    return offset_at(snap.text, pos.line, pos.character, ls.encoding)
+async def _complete_at(ls: DlmServer, uri: str, position: types.Position,
+                       kind: str) -> tuple[Snapshot, CompletionOutcome] | None:
+    """Candidates at `position`; None when the document is not served or the request went
+    stale (a newer one, an edit, a cancellation)."""
+    snap = ls.snapshot(uri)
+    if snap is None or not ls.serves(snap):
+        return None
+    offset = offset_at(snap.text, position.line, position.character, ls.encoding)
+    others = ls.others(snap)
+    outcome = await ls.in_model_thread(snap, kind, lambda cancel: ls.engine.complete(
+        snap.text, offset, snap.language, others, cancel))
+    return None if outcome is None else (snap, outcome)
 
 
 @SERVER.feature(types.TEXT_DOCUMENT_COMPLETION,
                 types.CompletionOptions(trigger_characters=[".", "(", " ", "\n"]))
 @guarded(lambda: types.CompletionList(is_incomplete=True, items=[]))
 async def completion(ls: DlmServer, params: types.CompletionParams) -> types.CompletionList:
-    snap = ls.snapshot(params.text_document.uri)
-    if not ls.serves(snap):
-        return types.CompletionList(is_incomplete=False, items=[])
-    assert snap is not None
-    offset = _cursor(ls, snap, params.position)
-    others = ls.others(snap)
-    outcome = await ls.in_model_thread(snap, "completion", lambda cancel: ls.engine.complete(
-        snap.text, offset, snap.language, others, cancel))
-    if outcome is None:
+    found = await _complete_at(ls, params.text_document.uri, params.position, "completion")
+    if found is None:
         return types.CompletionList(is_incomplete=True, items=[])
+    snap, outcome = found
     snippets = bool(ls.capability("text_document", "completion", "completion_item",
                                   "snippet_support"))
     items = completion_items(outcome, snap.text, ls.encoding, snippets, snap.language_id)
@@ -276,16 +280,10 @@ async def completion(ls: DlmServer, params: types.CompletionParams) -> types.Com
 async def inline_completion(
     ls: DlmServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
-    snap = ls.snapshot(params.text_document.uri)
-    if not ls.serves(snap):
+    found = await _complete_at(ls, params.text_document.uri, params.position, "inline")
+    if found is None:
         return types.InlineCompletionList(items=[])
-    assert snap is not None
-    offset = _cursor(ls, snap, params.position)
-    others = ls.others(snap)
-    outcome = await ls.in_model_thread(snap, "inline", lambda cancel: ls.engine.complete(
-        snap.text, offset, snap.language, others, cancel))
-    if outcome is None:
-        return types.InlineCompletionList(items=[])
+    snap, outcome = found
     return types.InlineCompletionList(items=inline_items(outcome, snap.text, ls.encoding))
 
 
@@ -300,9 +298,8 @@ def _range_offsets(ls: DlmServer, snap: Snapshot, rng: types.Range) -> tuple[int
 @guarded(lambda: [])
 async def code_action(ls: DlmServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     snap = ls.snapshot(params.text_document.uri)
-    if not ls.serves(snap):
+    if snap is None or not ls.serves(snap):
         return []
-    assert snap is not None
     start, end = _range_offsets(ls, snap, params.range)
     only = params.context.only or []
     wants = lambda kind: not only or any(kind.startswith(k) for k in only)  # noqa: E731
