@@ -15,6 +15,7 @@ from dlm_lsp.postprocess import first_line, reindent, trim_until_parses
 from dlm_lsp.syntax import Hole, SpanPlan, comment_prefix, error_regions, find_holes
 
 MAX_HOLES = 16
+MAX_SELECTION_CHARS = 20_000  # Instant Edit regenerates at most this much text
 
 
 @dataclass
@@ -41,6 +42,16 @@ def fill_holes(
         return []
     model = engine.load()
     s = engine.settings
+    # Holes are filled together only while the code between them fits the context budget;
+    # the rest wait for the next invocation (a range over a huge file stays cheap).
+    kept, between = holes[:1], 0
+    for prev, hole in zip(holes, holes[1:], strict=False):
+        between += max(1, (hole.start - prev.end) // 3)  # cheap upper bound on tokens
+        if between > s.context_tokens:
+            engine.log(f"fill-holes: {len(holes) - len(kept)} holes left for the next run")
+            break
+        kept.append(hole)
+    holes = kept
     ctx = build_context(text, holes[0].start, model.encode, s.context_tokens,
                         end=holes[-1].end, comment=comment_prefix(language))
     pieces: list[list[int] | int] = [ctx.prefix_ids]
@@ -88,6 +99,9 @@ def instant_edit(
 ) -> Edit | None:
     """Mask [start, end) and regenerate it from both sides, optionally following an
     instruction given to the model as a comment just above the selection."""
+    if end - start > MAX_SELECTION_CHARS:
+        engine.log(f"instant edit: selections over {MAX_SELECTION_CHARS} characters are refused")
+        return None
     model = engine.load()
     s = engine.settings
     ctx = build_context(text, start, model.encode, s.context_tokens, end=end,

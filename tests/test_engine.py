@@ -86,3 +86,15 @@ def test_repair_replaces_the_broken_line_with_code_that_parses(parrot_engine):
 
 def test_repair_is_not_offered_without_a_syntax_error(parrot_engine):
     assert edits.repair(parrot_engine, "x = 1\n", "python", 0, 5) is None
+
+
+def test_fill_holes_far_apart_are_left_for_a_later_run(parrot_engine):
+    filler = "x = 1\n" * 2000  # far more code between the holes than the context budget
+    text = f"def a():\n    ...\n{filler}def b():\n    ...\n"
+    found = edits.fill_holes(parrot_engine, text, "python")
+    assert len(found) == 1 and found[0].start == text.index("...")
+
+
+def test_instant_edit_refuses_a_huge_selection(parrot_engine):
+    text = "y = 2\n" * 10_000
+    assert edits.instant_edit(parrot_engine, text, "python", 0, len(text)) is None
