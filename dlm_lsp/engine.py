@@ -55,6 +55,7 @@ class Engine:
         self.error: str | None = None
         self._model: LoadedModel | None = None
         self._lock = threading.Lock()
+        self._generation = 0  # bumped when the model setting changes mid-load
         self.cache: LRUCache[SampleResult] = LRUCache(256)
         self.model_runs = 0  # sampler runs that were not cache hits
         self.last_stats: RunStats | None = None
@@ -66,10 +67,10 @@ class Engine:
         self.settings = settings
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        if reload:
-            with self._lock:
-                self._model, self.state, self.error = None, "idle", None
-                self.cache.clear()
+        if reload:  # no lock: a load in progress must not block the event loop
+            self._generation += 1
+            self._model, self.state, self.error = None, "idle", None
+            self.cache.clear()
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
         """The loaded model; loads it on first call. Raises ModelError with a user message."""
@@ -77,15 +78,16 @@ class Engine:
             if self._model is not None:
                 return self._model
             self.state = "loading"
+            generation, settings = self._generation, self.settings
             try:
                 if progress:
-                    progress(f"Resolving model {self.settings.model!r}", 5)
-                path = resolve_model_path(self.settings.model)
+                    progress(f"Resolving model {settings.model!r}", 5)
+                path = resolve_model_path(settings.model)
                 if progress:
                     progress(f"Loading {path}", 30)
-                if self.settings.threads:
-                    torch.set_num_threads(self.settings.threads)
-                model = load_checkpoint(path, self.settings.device)
+                if settings.threads:
+                    torch.set_num_threads(settings.threads)
+                model = load_checkpoint(path, settings.device)
                 if progress:
                     progress("Warming up", 80)
                 self._warm_up(model)
@@ -95,7 +97,8 @@ class Engine:
             except Exception as exc:  # a broken file must not kill the server
                 self.state, self.error = "error", f"could not load the model: {exc!r}"
                 raise ModelError(self.error) from exc
-            self._model, self.state, self.error = model, "ready", None
+            if generation == self._generation:  # else the settings changed meanwhile
+                self._model, self.state, self.error = model, "ready", None
             return model
 
     @property

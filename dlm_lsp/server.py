@@ -173,8 +173,8 @@ class DlmServer(LanguageServer):
         if not self.capability("workspace", "configuration"):
             return
         try:
-            result = await self.workspace_configuration_async(types.ConfigurationParams(
-                items=[types.ConfigurationItem(section="dlm")]))
+            result = await asyncio.wait_for(self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section="dlm")])), 5)
         except Exception as exc:
             self.log_info(f"workspace/configuration failed: {exc}", types.MessageType.Warning)
             return
@@ -221,9 +221,9 @@ def initialize(ls: DlmServer, params: types.InitializeParams) -> None:
 
 @SERVER.feature(types.INITIALIZED)
 async def initialized(ls: DlmServer, params: types.InitializedParams) -> None:
+    await ls.pull_configuration()  # before loading, so a configured model loads only once
     ls.loop = asyncio.get_running_loop()
     ls.start_model_load()
-    await ls.pull_configuration()
 
 
 @SERVER.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)

@@ -98,3 +98,11 @@ def test_fill_holes_far_apart_are_left_for_a_later_run(parrot_engine):
 def test_instant_edit_refuses_a_huge_selection(parrot_engine):
     text = "y = 2\n" * 10_000
     assert edits.instant_edit(parrot_engine, text, "python", 0, len(text)) is None
+
+
+def test_changing_the_model_setting_loads_the_new_model(parrot_checkpoint, random_checkpoint):
+    engine = Engine(Settings(model=str(parrot_checkpoint)))
+    assert engine.load().path == parrot_checkpoint
+    engine.update_settings(Settings(model=str(random_checkpoint)))
+    assert engine.state == "idle" and len(engine.cache) == 0
+    assert engine.load().path == random_checkpoint
