@@ -94,3 +94,10 @@ def test_checkpoint_round_trip_in_fp16_loads_as_fp32(tmp_path):
     assert loaded.denoiser.lm_head.weight.dtype == torch.float32
     assert loaded.spec.mask_token_id == spec.mask_token_id
     assert loaded.decode(loaded.encode("déf f():\n\treturn 1")) == "déf f():\n\treturn 1"
+
+
+def test_special_token_text_in_a_buffer_is_encoded_as_plain_text(random_checkpoint):
+    model = load_checkpoint(random_checkpoint)
+    ids = model.encode("x = '<mask>' + '<eos>'")
+    assert not set(ids) & model.special_ids
+    assert model.decode(ids) == "x = '<mask>' + '<eos>'"

@@ -185,6 +185,8 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
         )
     model = model.to(device=dev, dtype=dtype).eval()
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    # "<mask>" typed in a buffer is text, not the mask token the sampler fills.
+    tokenizer.encode_special_tokens = True
     if spec.mask_token_id >= cfg.vocab_size:
         raise ModelError(f"mask_token_id {spec.mask_token_id} is outside the vocabulary")
     return LoadedModel(path=path, denoiser=model, tokenizer=tokenizer, spec=spec, device=dev)

@@ -132,7 +132,7 @@ def sample(
             _close_after_end(x, span_of, spec)
             changed += int((x[:, slots] != before).any(0).sum())
             steps += 1
-            if spec.expand_token_id is not None and (x == spec.expand_token_id).any():
+            if spec.expand_token_id is not None and (x[:, slots] == spec.expand_token_id).any():
                 x, conf, remasked, span_of = _expand(x, conf, remasked, span_of, spec, cfg)
                 cache = None  # positions after the span moved: recompute everything
 
