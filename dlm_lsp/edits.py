@@ -78,6 +78,12 @@ def fill_holes(
     return edits
 
 
+def _slots_to_rewrite(engine: Engine, old: str) -> int:
+    """Room for a rewrite of `old`: half as many tokens again, within twice a block."""
+    n = len(engine.load().encode(old))
+    return min(max(8, int(n * 1.5) + 8), 2 * engine.settings.max_block_tokens)
+
+
 def _inline(text: str, hole: Hole) -> bool:
     """A marker with code beside it on its line is filled with a single line."""
     if hole.kind != "marker":
@@ -115,7 +121,7 @@ def instant_edit(
     prefix_ids = model.encode(prefix)[-s.context_tokens:]
     selected = text[start:end]
     multiline = "\n" in selected.strip("\n")
-    slots = min(max(8, int(len(model.encode(selected)) * 1.5) + 8), 2 * s.max_block_tokens)
+    slots = _slots_to_rewrite(engine, selected)
     result, _ = engine.run([prefix_ids, slots, ctx.suffix_ids], cancel)
     raw = model.decode(result.candidates[0].spans[0])
     new = raw.rstrip() if multiline else first_line(raw).strip()
@@ -143,7 +149,7 @@ def repair(
     ctx = build_context(text, rs, model.encode, s.context_tokens, end=re_,
                         comment=comment_prefix(language))
     broken = text[rs:re_]
-    slots = min(max(8, int(len(model.encode(broken)) * 1.5) + 8), 2 * s.max_block_tokens)
+    slots = _slots_to_rewrite(engine, broken)
     result, _ = engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel)
     for cand in result.candidates:
         fix = model.decode(cand.spans[0]).rstrip()

@@ -270,6 +270,11 @@ def find_holes(
     return merged
 
 
+def _chars(data: bytes, byte: int) -> int:
+    """Characters in the first `byte` bytes of utf-8 `data` (tree-sitter counts bytes)."""
+    return len(data[:byte].decode("utf-8", "surrogatepass"))
+
+
 def _ellipsis_bodies(text: str, start: int, end: int) -> list[Hole]:
     lo, hi = line_window(text, start, end, before=200, after=20)
     window = text[lo:hi]
@@ -285,8 +290,8 @@ def _ellipsis_bodies(text: str, start: int, end: int) -> list[Hole]:
             parent = node.parent
             stmt = parent if parent and parent.type == "expression_statement" else node
             if stmt.parent is not None and stmt.parent.type == "block":
-                s = lo + len(data[: node.start_byte].decode("utf-8", "surrogatepass"))
-                e = lo + len(data[: node.end_byte].decode("utf-8", "surrogatepass"))
+                s = lo + _chars(data, node.start_byte)
+                e = lo + _chars(data, node.end_byte)
                 if start <= s and e <= end:
                     out.append(Hole(s, e, "ellipsis", _line_indent(text, s)))
             continue
@@ -307,8 +312,8 @@ def error_regions(
     data = window.encode("utf-8", "surrogatepass")
     regions = []
     for node in _errors(tree.root_node):
-        s = lo + len(data[: node.start_byte].decode("utf-8", "surrogatepass"))
-        e = lo + len(data[: node.end_byte].decode("utf-8", "surrogatepass"))
+        s = lo + _chars(data, node.start_byte)
+        e = lo + _chars(data, node.end_byte)
         if e < start or s > end:
             continue
         ls = text.rfind("\n", 0, s) + 1
