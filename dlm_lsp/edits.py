@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from dlm_lsp.context import build_context
 from dlm_lsp.engine import Engine, insertion_checker
+from dlm_lsp.model.checkpoint import LoadedModel
 from dlm_lsp.postprocess import first_line, reindent, trim_until_parses
 from dlm_lsp.syntax import Hole, SpanPlan, comment_prefix, error_regions, find_holes
 
@@ -78,10 +79,10 @@ def fill_holes(
     return edits
 
 
-def _slots_to_rewrite(engine: Engine, old: str) -> int:
+def _slots_to_rewrite(model: LoadedModel, old: str, max_block_tokens: int) -> int:
     """Room for a rewrite of `old`: half as many tokens again, within twice a block."""
-    n = len(engine.load().encode(old))
-    return min(max(8, int(n * 1.5) + 8), 2 * engine.settings.max_block_tokens)
+    n = len(model.encode(old))
+    return min(max(8, int(n * 1.5) + 8), 2 * max_block_tokens)
 
 
 def _inline(text: str, hole: Hole) -> bool:
@@ -121,7 +122,7 @@ def instant_edit(
     prefix_ids = model.encode(prefix)[-s.context_tokens:]
     selected = text[start:end]
     multiline = "\n" in selected.strip("\n")
-    slots = _slots_to_rewrite(engine, selected)
+    slots = _slots_to_rewrite(model, selected, s.max_block_tokens)
     result, _ = engine.run([prefix_ids, slots, ctx.suffix_ids], cancel)
     raw = model.decode(result.candidates[0].spans[0])
     new = raw.rstrip() if multiline else first_line(raw).strip()
@@ -149,7 +150,7 @@ def repair(
     ctx = build_context(text, rs, model.encode, s.context_tokens, end=re_,
                         comment=comment_prefix(language))
     broken = text[rs:re_]
-    slots = _slots_to_rewrite(engine, broken)
+    slots = _slots_to_rewrite(model, broken, s.max_block_tokens)
     result, _ = engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel)
     for cand in result.candidates:
         fix = model.decode(cand.spans[0]).rstrip()
