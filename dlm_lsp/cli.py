@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--kv-heads", type=int, default=2)
     r.add_argument("--vocab-size", type=int, default=0, help="BPE vocab learnt from stdlib code")
     r.add_argument("--expand", action="store_true", help="give dlm.json an expand token")
+    r.add_argument("--parrot", default=None,
+                   help="make every slot this text's first token (editor tests)")
     return p
 
 
@@ -99,7 +101,8 @@ def cmd_random_checkpoint(args: argparse.Namespace) -> int:
     texts = stdlib_texts() if args.vocab_size else ()
     make_random_checkpoint(args.path, hidden_size=args.hidden_size, num_layers=args.layers,
                            num_heads=args.heads, num_kv_heads=args.kv_heads,
-                           vocab_size=args.vocab_size, texts=texts, expand=args.expand)
+                           vocab_size=args.vocab_size, texts=texts, expand=args.expand,
+                           parrot=args.parrot)
     print(args.path)
     return 0
 

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from dlm_lsp.context import build_context
-from dlm_lsp.engine import Engine, insertion_checker
+from dlm_lsp.engine import Engine, context_budget, insertion_checker
 from dlm_lsp.model.checkpoint import LoadedModel
 from dlm_lsp.postprocess import first_line, reindent, trim_until_parses
 from dlm_lsp.syntax import Hole, SpanPlan, comment_prefix, error_regions, find_holes
@@ -53,7 +53,9 @@ def fill_holes(
             break
         kept.append(hole)
     holes = kept
-    ctx = build_context(text, holes[0].start, model.encode, s.context_tokens,
+    slots = sum(s.max_tokens if _inline(text, h) else s.max_block_tokens for h in holes)
+    ctx = build_context(text, holes[0].start, model.encode,
+                        context_budget(s, model, slots + between),
                         end=holes[-1].end, comment=comment_prefix(language))
     pieces: list[list[int] | int] = [ctx.prefix_ids]
     for i, hole in enumerate(holes):
@@ -111,7 +113,10 @@ def instant_edit(
         return None
     model = engine.load()
     s = engine.settings
-    ctx = build_context(text, start, model.encode, s.context_tokens, end=end,
+    selected = text[start:end]
+    slots = _slots_to_rewrite(model, selected, s.max_block_tokens)
+    budget = context_budget(s, model, slots)
+    ctx = build_context(text, start, model.encode, budget, end=end,
                         comment=comment_prefix(language))
     prefix = ctx.prefix
     if instruction and instruction.strip():
@@ -119,10 +124,8 @@ def instant_edit(
         indent = prefix[cut:][: len(prefix[cut:]) - len(prefix[cut:].lstrip(" \t"))]
         note = f"{indent}{comment_prefix(language)} {' '.join(instruction.split())}\n"
         prefix = prefix[:cut] + note + prefix[cut:]
-    prefix_ids = model.encode(prefix)[-s.context_tokens:]
-    selected = text[start:end]
+    prefix_ids = model.encode(prefix)[-budget:]
     multiline = "\n" in selected.strip("\n")
-    slots = _slots_to_rewrite(model, selected, s.max_block_tokens)
     result, _ = engine.run([prefix_ids, slots, ctx.suffix_ids], cancel)
     raw = model.decode(result.candidates[0].spans[0])
     new = raw.rstrip() if multiline else first_line(raw).strip()
@@ -147,10 +150,10 @@ def repair(
     rs, re_ = regions[0]
     model = engine.load()
     s = engine.settings
-    ctx = build_context(text, rs, model.encode, s.context_tokens, end=re_,
-                        comment=comment_prefix(language))
     broken = text[rs:re_]
     slots = _slots_to_rewrite(model, broken, s.max_block_tokens)
+    ctx = build_context(text, rs, model.encode, context_budget(s, model, slots), end=re_,
+                        comment=comment_prefix(language))
     result, _ = engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel)
     for cand in result.candidates:
         fix = model.decode(cand.spans[0]).rstrip()

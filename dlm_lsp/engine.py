@@ -163,9 +163,9 @@ class Engine:
         """Ranked candidates to insert at `offset` (line or block mode, per tree-sitter)."""
         model = self.load()
         plan = plan_span(text, offset, language)
-        ctx = build_context(text, offset, model.encode, self.settings.context_tokens,
-                            others=others, comment=comment_prefix(language))
         slots = self.settings.max_tokens if plan.mode == "line" else self.settings.max_block_tokens
+        ctx = build_context(text, offset, model.encode, context_budget(self.settings, model, slots),
+                            others=others, comment=comment_prefix(language))
         result, stats = self.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel)
         errors, baseline = insertion_checker(text, offset, offset, language)
         scored = []
@@ -175,6 +175,11 @@ class Engine:
             if done is not None:
                 scored.append(Scored(done, cand.mean_confidence))
         return CompletionOutcome(plan, offset, rank(scored), stats)
+
+
+def context_budget(settings: Settings, model: LoadedModel, slots: int) -> int:
+    """Context tokens for a run: the setting, within the window the model was trained on."""
+    return max(16, min(settings.context_tokens, model.spec.max_context - slots))
 
 
 def insertion_checker(
@@ -191,4 +196,4 @@ def insertion_checker(
 
 
 __all__ = ["Cancelled", "CompletionOutcome", "Engine", "ModelError", "RunStats",
-           "insertion_checker"]
+           "context_budget", "insertion_checker"]

@@ -66,6 +66,8 @@ def reindent(text: str, plan: SpanPlan) -> str:
         lines.pop(0)
     if not lines:
         return ""
+    if not plan.indent:  # no block to fit under (benchmarks): keep the model's indentation
+        return "".join(lines).rstrip()
     first = lines[0].lstrip(" \t")
     have = plan.line_prefix  # whitespace already on the cursor's line
     if len(have) < len(plan.indent) and plan.indent.startswith(have):

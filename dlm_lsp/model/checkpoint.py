@@ -179,6 +179,8 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
     if cfg.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     missing, unexpected = model.load_state_dict(weights, strict=False)
+    if cfg.tie_word_embeddings:  # the output layer is the embedding matrix
+        missing = [m for m in missing if m != "lm_head.weight"]
     if missing or unexpected:
         raise ModelError(
             f"weights do not match config.json: missing {missing[:5]}, unexpected {unexpected[:5]}"

@@ -141,6 +141,7 @@ class Attention(nn.Module):
         layer: int,
         positions: torch.Tensor,  # (T,) absolute positions of x's rows
         causal: bool,
+        mask: torch.Tensor | None = None,  # bool, broadcast to (B, H, T, T_keys); True = see
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.hd).transpose(1, 2)  # (B, H, T, hd)
@@ -160,7 +161,8 @@ class Attention(nn.Module):
             rep = self.n_heads // self.n_kv
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and cache is None)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           is_causal=causal and mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
 
 
@@ -183,8 +185,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cache, layer, positions, causal):  # noqa: ANN001
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, positions, causal)
+    def forward(self, x, cos, sin, cache, layer, positions, causal, mask):  # noqa: ANN001
+        h = self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, positions, causal, mask)
+        x = x + h
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -231,24 +234,55 @@ class Denoiser(nn.Module):
         cache: KVCache | None = None,
         logits_at: torch.Tensor | None = None,  # (N,) row indices into T to compute logits for
         causal: bool = False,
+        key_mask: torch.Tensor | None = None,  # (B, T) bool: False = padding, never attended
     ) -> torch.Tensor:
         """Logits (B, N, V) for the rows `logits_at` (all rows when None).
 
         With an empty `cache` this is a full forward that fills it; with a filled cache,
-        `ids` are only the positions being rewritten and attend to every cached position.
+        `ids` are only the positions being rewritten and attend to every cached position
+        (with `causal`, to the cached positions up to their own: autoregressive decoding).
         """
+        x = self.hidden_states(ids, positions, cache, causal, key_mask)
+        if logits_at is not None:
+            x = x[:, logits_at]
+        return self.lm_head(x).float()
+
+    def hidden_states(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        causal: bool = False,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final-norm hidden states (B, T, C); `forward` without the output projection."""
         B, T = ids.shape
         if positions is None:
             positions = torch.arange(T, device=ids.device)
         if cache is not None and not cache.filled:
             assert T == len(positions) and int(positions[-1]) == T - 1, "full forward first"
         cos, sin = self._rope(positions)
+        mask = _attention_mask(positions, cache, causal, key_mask)
         x = self.model.embed_tokens(ids)  # (B, T, C)
         for i, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, cache, i, positions, causal)
-        if logits_at is not None:
-            x = x[:, logits_at]
-        return self.lm_head(self.model.norm(x)).float()
+            x = block(x, cos, sin, cache, i, positions, causal, mask)
+        return self.model.norm(x)
+
+
+def _attention_mask(positions: torch.Tensor, cache: KVCache | None, causal: bool,
+                    key_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """None when SDPA's own modes suffice (no mask, or `is_causal` on a full forward)."""
+    cached_step = cache is not None and cache.filled
+    mask = None
+    if causal and cached_step:
+        keys = torch.arange(cache.length, device=positions.device)
+        mask = keys[None, :] <= positions[:, None]  # (T, T_keys)
+    if key_mask is not None and not bool(key_mask.all()):
+        mask = key_mask[:, None, None, :] if mask is None else mask & key_mask[:, None, None, :]
+        if causal and not cached_step:
+            n = len(positions)
+            mask = mask & torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
+    return mask
 
 
 def count_parameters(model: Denoiser) -> tuple[int, int]:

@@ -1,0 +1,93 @@
+"""Infill one middle with either model, through the server's context, sampler and cuts.
+
+Both models get the same context window (``build_context`` with the same token budget) and
+the same post-processing, by mode:
+
+- ``line``: a single line, as the server completes mid-line or on an empty line
+  (``first_line``, suffix overlap, parse check);
+- ``block``: several lines, as the server's block mode (suffix repeat cut, parse check);
+  the first line keeps the model's own indentation, since the benchmark gives none;
+- ``span``: the model's own end (random-span infilling), suffix repeat cut only.
+
+Neither model is told the true middle length: the diffusion model gets the server's slot
+budget and ends the span itself; the AR twin stops at ``<eos>``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from bench.ar_twin import generate
+from dlm_lsp.config import Settings
+from dlm_lsp.context import build_context
+from dlm_lsp.engine import Engine, context_budget, insertion_checker
+from dlm_lsp.model.checkpoint import LoadedModel
+from dlm_lsp.postprocess import cut_repeated_suffix, finish_candidate
+from dlm_lsp.syntax import SpanPlan
+
+MODES = ("line", "block", "span")
+
+
+@dataclass
+class Infill:
+    text: str  # what goes between prefix and suffix ("" if every candidate was rejected)
+    forward_passes: int
+    generated_tokens: int
+    ms: float
+
+
+def finish(raw: str, mode: str, text: str, offset: int, suffix: str) -> str:
+    """The server's cuts for `mode` (see the module docstring)."""
+    if mode == "span":
+        return cut_repeated_suffix(raw, suffix)
+    errors, baseline = insertion_checker(text, offset, offset, "python")
+    plan = SpanPlan(mode, "", "", "")
+    return finish_candidate(raw, plan, suffix, errors, baseline) or ""
+
+
+class DiffusionInfiller:
+    """The embedded denoiser through the server's Engine (sampler, cache off)."""
+
+    name = "diffusion"
+
+    def __init__(self, engine: Engine, slots: dict[str, int] | None = None):
+        self.engine = engine
+        s = engine.settings
+        self.slots = slots or {"line": s.max_tokens, "block": s.max_block_tokens,
+                               "span": s.max_block_tokens}
+
+    def __call__(self, text: str, offset: int, mode: str, **sampler: object) -> Infill:
+        model = self.engine.load()
+        t0 = time.perf_counter()
+        slots = self.slots[mode]
+        ctx = build_context(text, offset, model.encode,
+                            context_budget(self.engine.settings, model, slots))
+        cfg = self.engine.sampler_config(**sampler)
+        result, stats = self.engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cfg=cfg)
+        raw = model.decode(result.candidates[0].spans[0])
+        out = finish(raw, mode, text, offset, ctx.suffix)
+        return Infill(out, stats.forward_passes, stats.tokens,
+                      (time.perf_counter() - t0) * 1e3)
+
+
+class ARInfiller:
+    """The autoregressive twin, greedy with a K/V cache, same context and cuts."""
+
+    name = "ar"
+
+    def __init__(self, model: LoadedModel, settings: Settings):
+        self.model, self.settings = model, settings
+        self.max_new = {"line": settings.max_tokens, "block": settings.max_block_tokens,
+                        "span": settings.max_block_tokens}
+
+    def __call__(self, text: str, offset: int, mode: str, **_: object) -> Infill:
+        t0 = time.perf_counter()
+        max_new = self.max_new[mode]
+        budget = context_budget(self.settings, self.model, max_new + 3)  # + the 3 sentinels
+        ctx = build_context(text, offset, self.model.encode, budget)
+        res = generate(self.model, ctx.prefix_ids, ctx.suffix_ids, max_new,
+                       stop_at_newline=mode == "line")
+        raw = self.model.decode(res.tokens)
+        out = finish(raw, mode, text, offset, ctx.suffix)
+        return Infill(out, res.forward_passes, len(res.tokens), (time.perf_counter() - t0) * 1e3)

@@ -1,0 +1,172 @@
+--- dlm-lsp for Neovim: completion, ghost text and Instant Edit from a diffusion code model.
+---
+--- require('dlm_lsp').setup{ settings = { model = 'embedded' } }
+---
+--- Registers the server with vim.lsp.config/vim.lsp.enable (Neovim 0.11+), turns on the
+--- built-in inline completion (Neovim 0.12+) with accept/next/previous keys, and adds the
+--- :DlmInstantEdit, :DlmFillHoles and :DlmStatus commands (see :help dlm_lsp).
+local M = {}
+
+M.name = 'dlm_lsp'
+
+--- Defaults; every key can be overridden in setup().
+M.defaults = {
+  cmd = { 'dlm-lsp' },
+  filetypes = {
+    'python', 'lua', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go',
+    'rust', 'c', 'cpp', 'java', 'sh', 'ruby',
+  },
+  root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
+  -- Server settings (section "dlm"): model, device, threads, contextTokens, maxTokens,
+  -- temperature, confidenceThreshold, maxSteps, candidates, debounceMs, languages, ...
+  settings = {},
+  inline = true, -- ghost text through vim.lsp.inline_completion (Neovim 0.12+)
+  keymaps = { accept = '<Tab>', next = '<M-]>', prev = '<M-[>' },
+}
+
+M.config = vim.deepcopy(M.defaults)
+
+local function notify(msg, level)
+  vim.notify('dlm-lsp: ' .. msg, level or vim.log.levels.INFO)
+end
+
+--- The dlm-lsp client attached to `bufnr` (default: current buffer), if any.
+function M.client(bufnr)
+  return vim.lsp.get_clients({ name = M.name, bufnr = bufnr or 0 })[1]
+end
+
+local function set_inline_keys(bufnr)
+  local keys = M.config.keymaps
+  if keys.accept then
+    vim.keymap.set('i', keys.accept, function()
+      if not vim.lsp.inline_completion.get({ bufnr = bufnr }) then
+        return keys.accept == '<Tab>' and '\t' or vim.keycode(keys.accept)
+      end
+    end, { buffer = bufnr, expr = true, desc = 'dlm-lsp: accept the ghost text' })
+  end
+  if keys.next then
+    vim.keymap.set('i', keys.next, function()
+      vim.lsp.inline_completion.select({ bufnr = bufnr, count = 1 })
+    end, { buffer = bufnr, desc = 'dlm-lsp: next suggestion' })
+  end
+  if keys.prev then
+    vim.keymap.set('i', keys.prev, function()
+      vim.lsp.inline_completion.select({ bufnr = bufnr, count = -1 })
+    end, { buffer = bufnr, desc = 'dlm-lsp: previous suggestion' })
+  end
+end
+
+--- Configure and enable the server. `opts` overrides M.defaults (deep merge).
+function M.setup(opts)
+  M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  local cfg = M.config
+  if vim.fn.has('nvim-0.11') == 0 then
+    notify('needs Neovim 0.11 or newer (vim.lsp.config)', vim.log.levels.ERROR)
+    return
+  end
+  if vim.fn.executable(cfg.cmd[1]) == 0 then
+    notify(('`%s` was not found. Install the server with: pip install dlm-lsp'):format(cfg.cmd[1]),
+      vim.log.levels.WARN)
+  end
+  vim.lsp.config(M.name, {
+    cmd = cfg.cmd,
+    filetypes = cfg.filetypes,
+    root_markers = cfg.root_markers,
+    init_options = cfg.settings,
+    settings = { dlm = cfg.settings },
+  })
+  vim.lsp.enable(M.name)
+  local group = vim.api.nvim_create_augroup('dlm_lsp', { clear = true })
+  vim.api.nvim_create_autocmd('LspAttach', {
+    group = group,
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if not client or client.name ~= M.name then
+        return
+      end
+      if cfg.inline and vim.lsp.inline_completion then
+        vim.lsp.inline_completion.enable(true, { bufnr = args.buf })
+        set_inline_keys(args.buf)
+      end
+    end,
+  })
+end
+
+local function lsp_range(bufnr, line1, line2)
+  local last = vim.api.nvim_buf_get_lines(bufnr, line2 - 1, line2, false)[1] or ''
+  local client = M.client(bufnr)
+  local enc = client and client.offset_encoding or 'utf-16'
+  return {
+    start = { line = line1 - 1, character = 0 },
+    ['end'] = { line = line2 - 1, character = vim.str_utfindex(last, enc) },
+  }
+end
+
+local function exec(bufnr, command, args, on_done)
+  local client = M.client(bufnr)
+  if not client then
+    notify('the server is not attached to this buffer', vim.log.levels.WARN)
+    return
+  end
+  client:exec_cmd({ title = command, command = command, arguments = { args } }, { bufnr = bufnr },
+    function(err, result)
+      if err then
+        notify(command .. ' failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      elseif result == vim.NIL or result == nil then
+        notify(command .. ': the model proposed no change that parses')
+      end
+      if on_done then
+        on_done(err, result)
+      end
+    end)
+end
+
+--- Fill the holes (`...`, TODO bodies, <HOLE>) in lines line1..line2, or the whole buffer.
+function M.fill_holes(line1, line2, on_done)
+  local bufnr = vim.api.nvim_get_current_buf()
+  local args = { uri = vim.uri_from_bufnr(bufnr) }
+  if line1 and line2 then
+    args.range = lsp_range(bufnr, line1, line2)
+  end
+  exec(bufnr, 'dlm.fillHoles', args, on_done)
+end
+
+--- Regenerate lines line1..line2, following `instruction` (asked for when nil).
+function M.instant_edit(line1, line2, instruction, on_done)
+  local bufnr = vim.api.nvim_get_current_buf()
+  local function run(text)
+    local args = { uri = vim.uri_from_bufnr(bufnr), range = lsp_range(bufnr, line1, line2) }
+    if text and text ~= '' then
+      args.instruction = text
+    end
+    exec(bufnr, 'dlm.instantEdit', args, on_done)
+  end
+  if instruction ~= nil then
+    run(instruction)
+  else
+    vim.ui.input({ prompt = 'Instant Edit (optional instruction): ' }, function(text)
+      if text ~= nil then -- nil: the prompt was cancelled
+        run(text)
+      end
+    end)
+  end
+end
+
+--- Show the server's model state and counters.
+function M.status()
+  local client = M.client(0)
+  if not client then
+    notify('not running for this buffer')
+    return
+  end
+  client:request('workspace/executeCommand', { command = 'dlm.status', arguments = {} },
+    function(err, result)
+      if err then
+        notify('status failed: ' .. err.message, vim.log.levels.ERROR)
+      else
+        notify(('%s, model %s, %d model runs'):format(result.state, result.model, result.modelRuns))
+      end
+    end, 0)
+end
+
+return M

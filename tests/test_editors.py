@@ -1,0 +1,88 @@
+"""The editor clients, each in its real client against the real server (tiny parrot model).
+
+Neovim 0.12 runs the plugin headless, Emacs 30 runs the package's ERT tests in batch mode, and
+Node runs the VS Code extension's real LanguageClient in a mocked `vscode` module. The tools
+come from `.ci/install-editors.sh`; without them these tests skip, unless
+DLM_REQUIRE_EDITORS=1 (set by CI) makes a missing tool a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EDITORS = ROOT / "editors"
+REQUIRED = os.environ.get("DLM_REQUIRE_EDITORS") == "1"
+
+
+def _require(path: str | None, what: str) -> str:
+    if path is None:
+        if REQUIRED:
+            pytest.fail(f"{what} is not installed (run .ci/install-editors.sh)")
+        pytest.skip(f"{what} is not installed (run .ci/install-editors.sh)")
+    return path
+
+
+def _version_ok(cmd: list[str], pattern: str) -> bool:
+    try:
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(pattern, out.stdout) is not None
+
+
+def _env(model: Path) -> dict[str, str]:
+    return {**os.environ, "DLM_TEST_MODEL": str(model), "DLM_TEST_PYTHON": sys.executable,
+            "DLM_TEST_CMD": f"{sys.executable} -m dlm_lsp"}
+
+
+def _run(cmd: list[str], model: Path, cwd: Path = ROOT, timeout: int = 300):
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(model), capture_output=True, text=True,
+                          timeout=timeout)
+    print(proc.stdout[-6000:], proc.stderr[-3000:], sep="\n")
+    return proc
+
+
+def test_neovim_plugin_completes_shows_and_accepts_ghost_text_and_fills_holes(parrot_checkpoint):
+    local = ROOT / ".editors" / "neovim" / "bin" / "nvim"
+    candidates = [str(local)] if local.exists() else []
+    candidates += [p for p in [shutil.which("nvim")] if p]
+    nvim = next((c for c in candidates if _version_ok([c], r"NVIM v0\.(1[2-9]|[2-9]\d)")), None)
+    nvim = _require(nvim, "Neovim 0.12+")
+    proc = _run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "-c",
+                 "luafile editors/neovim/tests/test_dlm_lsp.lua"], parrot_checkpoint)
+    assert proc.returncode == 0, "the Neovim checks failed (output above)"
+    assert "0 failed" in proc.stdout and "FAIL" not in proc.stdout
+
+
+def test_emacs_package_byte_compiles_cleanly_and_its_eglot_and_ghost_tests_pass(
+        parrot_checkpoint, tmp_path):
+    emacs = shutil.which("emacs")
+    emacs = _require(emacs if emacs and _version_ok([emacs], r"GNU Emacs (29|3\d)") else None,
+                     "Emacs 29+")
+    shutil.copy(EDITORS / "emacs" / "dlm-lsp.el", tmp_path / "dlm-lsp.el")
+    compiled = _run([emacs, "--batch", "-Q", "--eval", "(setq byte-compile-error-on-warn t)",
+                     "-f", "batch-byte-compile", str(tmp_path / "dlm-lsp.el")], parrot_checkpoint)
+    assert compiled.returncode == 0, "byte-compilation warned or failed"
+    proc = _run([emacs, "--batch", "-Q", "-L", "editors/emacs", "-l",
+                 "editors/emacs/test/dlm-lsp-test.el", "-f", "ert-run-tests-batch-and-exit"],
+                parrot_checkpoint)
+    assert proc.returncode == 0, "the ERT tests failed (output above)"
+    assert re.search(r"Ran 4 tests, 4 results as expected", proc.stdout + proc.stderr)
+
+
+def test_vscode_extension_real_language_client_gets_server_results(parrot_checkpoint):
+    node = shutil.which("node")
+    modules = EDITORS / "vscode" / "node_modules"
+    _require(node if node and modules.is_dir() else None,
+             "node with editors/vscode/node_modules (npm ci)")
+    proc = _run(["npm", "test", "--silent"], parrot_checkpoint, cwd=EDITORS / "vscode")
+    assert proc.returncode == 0, "the extension tests failed (output above)"
+    assert re.search(r"^# fail 0$", proc.stdout, re.M)

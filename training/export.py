@@ -1,0 +1,69 @@
+"""Export a training run (its ``state.pt``) as a checkpoint directory the server loads.
+
+    python -m training.export runs/dlm-eos [--out DIR]      # default: RUN/checkpoint
+    python -m training.export runs/dlm-eos --embed           # into dlm_lsp/models/embedded
+
+The directory follows DESIGN.md: config.json, fp16 model.safetensors, tokenizer.json and a
+dlm.json whose ``training`` block records the objective, mechanism, corpus digest, steps and
+tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from dlm_lsp.model.checkpoint import EMBEDDED_DIR, DlmSpec, save_checkpoint
+from dlm_lsp.model.denoiser import Denoiser
+
+
+def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, Any],
+           step: int, tokens: int, corpus_digest: str) -> Path:
+    """Write `model` and `tokenizer` to `target` (fp16 weights) and return it."""
+    t = tokenizer.token_to_id
+    spec = DlmSpec(
+        mask_token_id=t("<mask>"), pad_token_id=t("<pad>"), eos_token_id=t("<eos>"),
+        expand_token_id=t("<expand>") if args["mechanism"] == "expand" else None,
+        max_context=int(args["seq_len"]),
+        training={"objective": args["objective"], "mechanism": args["mechanism"],
+                  "corpus_digest": corpus_digest, "steps": step, "tokens": tokens,
+                  "size": args["size"], "seq_len": int(args["seq_len"]),
+                  "batch": int(args["batch"])},
+    )
+    if target.exists():
+        shutil.rmtree(target)
+    save_checkpoint(target, model, tokenizer, spec, dtype=torch.float16)
+    return target
+
+
+def export_run(run: Path, target: Path) -> Path:
+    """Rebuild the model of a run from its state file and export it to `target`."""
+    from training.train import model_config
+
+    state = torch.load(run / "state.pt", map_location="cpu", weights_only=False)
+    args = state["args"]
+    tokenizer = Tokenizer.from_file(str(Path(args["data"]) / "tokenizer.json"))
+    model = Denoiser(model_config(args["size"], tokenizer.get_vocab_size()))
+    model.load_state_dict(state["model"])
+    digest = json.loads((Path(args["corpus"]) / "manifest.json").read_text())["digest"]
+    return export(model, tokenizer, target, args, state["step"], state["tokens"], digest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--embed", action="store_true", help=f"export into {EMBEDDED_DIR}")
+    args = ap.parse_args(argv)
+    target = EMBEDDED_DIR if args.embed else (args.out or args.run / "checkpoint")
+    print(export_run(args.run, target))
+
+
+if __name__ == "__main__":
+    main()

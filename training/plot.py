@@ -1,0 +1,67 @@
+"""Loss curves of training runs as one PNG.
+
+    python -m training.plot runs/dlm-eos runs/dlm-expand runs/ar --out training/results/loss.png
+
+Training loss (smoothed) and held-out loss against tokens seen, one line per run. The
+diffusion loss is the 1/t-weighted masked cross-entropy (an ELBO bound per token), the AR
+loss a plain next-token cross-entropy, so the two panels are not on the same scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_log(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [r for r in rows if "step" in r]
+
+
+def smooth(values: list[float], k: int = 20) -> list[float]:
+    out, acc = [], []
+    for v in values:
+        acc = (acc + [v])[-k:]
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def plot(runs: list[Path], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        rows = read_log(run)
+        ax = axes[1] if "ar" in run.name.split("-") or run.name == "ar" else axes[0]
+        tokens = [r["tokens"] / 1e6 for r in rows]
+        ax.plot(tokens, smooth([r["loss"] for r in rows]), label=f"{run.name} train", lw=1)
+        val = [(r["tokens"] / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
+        if val:
+            ax.plot(*zip(*val, strict=True), "o-", ms=3, label=f"{run.name} held-out")
+    axes[0].set_title("masked diffusion (1/t-weighted masked CE)")
+    axes[1].set_title("autoregressive twin (next-token CE, PSM FIM)")
+    for ax in axes:
+        ax.set_xlabel("tokens seen (M)")
+        ax.set_ylabel("loss (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("training/results/loss.png"))
+    args = ap.parse_args(argv)
+    plot(args.runs, args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
