@@ -122,14 +122,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", nargs="+", default=list(FILES), choices=list(FILES))
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--no-diffusion", action="store_true", help="only the AR twin")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write the results as JSON here (merged into the file if it exists)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = Settings(model=args.diffusion, threads=args.threads)
-    infillers = [DiffusionInfiller(Engine(settings))]
+    infillers = [] if args.no_diffusion else [DiffusionInfiller(Engine(settings))]
     if args.ar:
         infillers.append(ARInfiller(load_checkpoint(args.ar), settings))
-    results: dict = {"threads": args.threads, "cpu_count": os.cpu_count(), "models": {}}
+    results: dict = {"models": {}}
+    if args.out and args.out.is_file():
+        results = json.loads(args.out.read_text())
+    results.update({"threads": args.threads, "cpu_count": os.cpu_count()})
     for infiller in infillers:
         for kind in args.kinds:
             r = evaluate(infiller, load_tasks(kind, args.limit))

@@ -86,3 +86,17 @@ def test_vscode_extension_real_language_client_gets_server_results(parrot_checkp
     proc = _run(["npm", "test", "--silent"], parrot_checkpoint, cwd=EDITORS / "vscode")
     assert proc.returncode == 0, "the extension tests failed (output above)"
     assert re.search(r"^# fail 0$", proc.stdout, re.M)
+
+
+def test_vscode_settings_mirror_the_server_settings_and_defaults():
+    import json
+
+    from dlm_lsp.config import settings_schema
+
+    props = json.loads((EDITORS / "vscode" / "package.json").read_text())[
+        "contributes"]["configuration"]["properties"]
+    for key, default in settings_schema().items():
+        assert props[f"dlm.{key}"]["default"] == default, key
+        assert props[f"dlm.{key}"]["description"], key
+    extension_only = {"dlm.serverPath", "dlm.serverArgs"}
+    assert set(props) - extension_only == {f"dlm.{k}" for k in settings_schema()}

@@ -1,5 +1,6 @@
 """The masked-diffusion sampler against scripted denoisers whose beliefs we choose."""
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -69,7 +70,8 @@ def test_trailing_end_slots_are_removed_without_knowing_the_length():
 def test_confident_model_fills_the_whole_span_in_one_forward_pass():
     out = sample(Scripted(words_then_eos(5)), SPEC, [PREFIX, 8, SUFFIX],
                  SamplerConfig(threshold=0.9))
-    assert out.forward_passes == 1 and out.history == [8]
+    assert out.forward_passes == 1 and out.candidates[0].spans == [[10, 11, 12, 13, 14]]
+    assert out.history == [6]  # 5 tokens and the eos; the pads after it need no commit
 
 
 def test_threshold_one_commits_exactly_one_token_per_step():
@@ -194,3 +196,40 @@ def test_refresh_ratio_controls_how_often_the_context_is_recomputed():
 
     assert full_forwards(1.0) == 1  # once per span
     assert full_forwards(0.25) == 3  # steps 1, 4 and 7: once more than 2 of 8 slots changed
+
+
+class WritesAfterItsLeft(nn.Module):
+    """Knows slot k only once slot k-1 is written (words 10, 11, 12, then eos); before
+    that it guesses eos with 0.6, more than its 0.5 for the first word."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, positions=None, cache=None, logits_at=None, causal=False):
+        assert cache is None and positions is None, "full forwards only (use_cache=False)"
+        B, T = ids.shape
+        rows = torch.arange(T) if logits_at is None else logits_at
+        out = torch.full((B, len(rows), V), -30.0)
+        for i, p in enumerate(rows.tolist()):
+            k = p - START
+            if k == 0 or int(ids[0, p - 1]) != MASK:
+                tok, prob = (10 + k, 0.5) if k < 3 else (EOS, 0.95)
+            else:
+                tok, prob = EOS, 0.6
+            out[:, i] = math.log((1 - prob) / (V - 1))
+            out[:, i, tok] = math.log(prob)
+        return out
+
+
+def test_an_unsure_model_cannot_close_a_span_before_writing_it():
+    model = WritesAfterItsLeft()
+    out = sample(model, SPEC, [PREFIX, 8, SUFFIX], SamplerConfig(threshold=0.9, max_steps=8,
+                                                                 use_cache=False))
+    assert out.candidates[0].spans == [[10, 11, 12]]
+
+
+def test_a_span_is_never_empty_even_when_the_model_wants_to_end_at_once():
+    out = sample(Scripted(lambda p, T, call: (EOS, 0.99)), SPEC, [PREFIX, 4, SUFFIX],
+                 SamplerConfig())
+    assert len(out.candidates[0].spans[0]) == 1

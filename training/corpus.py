@@ -164,7 +164,8 @@ def build(out: Path, wheels: Path, packages: list[str]) -> dict:
                 row = json.dumps({"path": f"{name.split('==')[0]}/{path}", "text": text})
                 (held if split == "heldout" else train).write(row + "\n")
             src.digest = digest.hexdigest()
-            sources.append(src)
+            if src.files:  # a wheel with no Python source adds nothing, not even a digest
+                sources.append(src)
     total = hashlib.sha256("".join(s.digest for s in sources).encode()).hexdigest()
     manifest = {
         "digest": total,

@@ -69,16 +69,17 @@ def heldout_cases(corpus: Path, n: int, seed: int = 0) -> list[Case]:
 
 
 def score(infiller, cases: list[Case], **sampler: object) -> dict:  # noqa: ANN001
-    """Exact match, parse rate, forward passes per token and how far the infill's length is
-    from the true middle's (did the model end it in the right place), per mode and overall."""
-    rows: dict[str, list[tuple[bool, bool, int, int, float]]] = {}
+    """Exact match, parse rate, forward passes per token, how far the infill's length is
+    from the true middle's (did the model end it in the right place) and the mean time per
+    infill, per mode and overall."""
+    rows: dict[str, list[tuple[bool, bool, int, int, float, float]]] = {}
     for case in tqdm(cases, desc=infiller.name, leave=False):
         out = infiller(case.text, case.offset, case.mode, **sampler)
         exact = out.text.rstrip() == case.truth.rstrip()
         filled = case.text[:case.offset] + out.text + case.text[case.offset:]
         length_error = abs(len(out.text.rstrip()) - len(case.truth.rstrip()))
         rows.setdefault(case.mode, []).append((exact, _parses(filled), out.forward_passes,
-                                               out.generated_tokens, length_error))
+                                               out.generated_tokens, length_error, out.ms))
     result = {}
     everything = [r for mode_rows in rows.values() for r in mode_rows]
     for mode, rs in [*rows.items(), ("all", everything)]:
@@ -88,6 +89,7 @@ def score(infiller, cases: list[Case], **sampler: object) -> dict:  # noqa: ANN0
             "parse_rate": round(100 * sum(r[1] for r in rs) / len(rs), 1),
             "passes_per_token": round(sum(r[2] for r in rs) / max(1, sum(r[3] for r in rs)), 3),
             "median_length_error_chars": sorted(r[4] for r in rs)[len(rs) // 2],
+            "mean_ms": round(sum(r[5] for r in rs) / len(rs), 1),
         }
     return result
 

@@ -6,7 +6,9 @@ denoiser once, proposes a token for every masked slot, and commits those whose c
 reaches the threshold (at least one per row, and enough to finish within ``max_steps``).
 
 The length of a span is not known in advance. A span ends where the model commits an
-end token (eos or pad): the slots after it become pad and are dropped from the output. If the
+end token (eos or pad): the slots after it become pad and are dropped from the output.
+An end is only committed at the span's first open slot (content before it is written) and
+never at its first slot, so an unsure model cannot return an empty or truncated span. If the
 checkpoint has an expand token, committing it turns that slot into two masks (DreamOn), so a
 span can also grow. The first step is a full forward that fills the K/V cache; later steps
 recompute only the slots (Fast-dLLM dual cache) until enough of them changed to refresh.
@@ -113,16 +115,23 @@ def sample(
             refresh = cache is None or changed > cfg.refresh_ratio * len(slots)
             logits, cache = _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec)
             nfe += 1
+            _no_empty_spans(logits, pos, span_of, spec)
             if refresh:
                 changed = 0
             tokens, probs = _propose(logits, temps, cfg.top_p, spec, gen, _can_expand(
                 span_of, cfg.max_span, spec))  # (B, P) each
 
-            # Which masked slots to commit this step.
+            # Which masked slots to commit this step. A span's end (eos/pad) is only
+            # committed at its first open slot, so an unsure model cannot close a span
+            # before writing it; an end right after this step's content closes it at once.
             m = x[:, pos] == spec.mask_token_id
             before = x[:, slots].clone()
+            need = torch.ceil(m.sum(1) / max(cfg.max_steps - steps, 1)).clamp(min=1)
+            is_end = (tokens == spec.eos_token_id) | (tokens == spec.pad_token_id)
+            eligible = m & (~is_end | _first_open(m, span_of[pos]))
+            pick = _select(probs, eligible, cfg.threshold, need)
+            pick |= _first_open(m & ~pick, span_of[pos]) & is_end & (probs >= cfg.threshold)
             steps_left = max(cfg.max_steps - steps, 1)
-            pick = _select(probs, m, cfg.threshold, steps_left)
             old = x[:, pos]
             x[:, pos] = torch.where(pick, tokens, old)
             conf[:, pos] = torch.where(pick, probs, conf[:, pos])
@@ -195,14 +204,32 @@ def _propose(logits, temps, top_p, spec, gen, allow_expand):  # noqa: ANN001, AN
     return tokens, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def _select(probs: torch.Tensor, masked: torch.Tensor, threshold: float,
-            steps_left: int) -> torch.Tensor:
-    """Masked slots to commit: all above `threshold`, and at least ceil(masked / steps left)."""
-    score = torch.where(masked, probs, torch.full_like(probs, -1.0))
-    pick = masked & (score >= threshold) if threshold < 1.0 else torch.zeros_like(masked)
-    need = torch.ceil(masked.sum(1) / steps_left).clamp(min=1)[:, None]  # (B, 1)
+def _select(probs: torch.Tensor, eligible: torch.Tensor, threshold: float,
+            need: torch.Tensor) -> torch.Tensor:
+    """Eligible slots to commit: all above `threshold`, and at least the `need` (B,) best."""
+    score = torch.where(eligible, probs, torch.full_like(probs, -1.0))
+    pick = eligible & (score >= threshold) if threshold < 1.0 else torch.zeros_like(eligible)
     ranks = score.argsort(dim=1, descending=True).argsort(dim=1)
-    return pick | (masked & (ranks < need))
+    return pick | (eligible & (ranks < need[:, None]))
+
+
+def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tensor,
+                    spec: DlmSpec) -> None:
+    """A span's first slot never ends it: an empty completion is no completion."""
+    prev = span_of[(pos - 1).clamp(min=0)]
+    starts = (span_of[pos] >= 0) & ((pos == 0) | (span_of[pos] != prev))
+    logits[:, starts, spec.eos_token_id] = -math.inf
+    logits[:, starts, spec.pad_token_id] = -math.inf
+
+
+def _first_open(open_: torch.Tensor, span_ids: torch.Tensor) -> torch.Tensor:
+    """(B, P) mask of the first open slot of each span, for slots in position order."""
+    out = torch.zeros_like(open_)
+    for j in span_ids.unique().tolist():
+        cols = (span_ids == j).nonzero().squeeze(1)
+        sub = open_[:, cols]
+        out[:, cols] = sub & (sub.int().cumsum(1) == 1)
+    return out
 
 
 def _remask(x, conf, remasked, pos, tokens, probs, pick, threshold, spec) -> None:  # noqa: ANN001
