@@ -190,9 +190,10 @@ def insertion_checker(
     head, tail = text[lo:start], text[end:hi]
 
     def errors(candidate: str) -> int:
-        return error_count(language, head + candidate + tail)
+        return error_count(language, head + candidate + tail,
+                           (len(head), len(head) + len(candidate)))
 
-    return errors, error_count(language, head + text[start:end] + tail)
+    return errors, errors(text[start:end])
 
 
 __all__ = ["Cancelled", "CompletionOutcome", "Engine", "ModelError", "RunStats",

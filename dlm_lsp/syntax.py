@@ -128,10 +128,22 @@ def _errors(node: Node) -> list[Node]:
     return out
 
 
-def error_count(language: str | None, text: str) -> int:
-    """How many syntax errors tree-sitter finds; 0 for languages without a grammar."""
+def error_count(language: str | None, text: str, inserted: tuple[int, int] | None = None) -> int:
+    """How many syntax errors tree-sitter finds; 0 for languages without a grammar.
+
+    Errors touching the character range `inserted` (an empty range: the cursor) count twice:
+    a candidate that leaves a broken token where the cursor was (``total += "``) must lose to
+    the unfinished line it came to fix, although both have one error.
+    """
     tree = parse(language, text)
-    return len(_errors(tree.root_node)) if tree else 0
+    if tree is None:
+        return 0
+    errs = _errors(tree.root_node)
+    if inserted is None:
+        return len(errs)
+    lo = len(text[: inserted[0]].encode("utf-8", "surrogatepass"))
+    hi = lo + len(text[inserted[0]:inserted[1]].encode("utf-8", "surrogatepass"))
+    return len(errs) + sum(1 for e in errs if e.start_byte <= hi and e.end_byte >= lo)
 
 
 def parses_no_worse(language: str | None, before: str, after: str) -> bool:

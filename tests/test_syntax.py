@@ -78,3 +78,20 @@ def test_error_regions_cover_whole_broken_lines():
 def test_error_count_is_zero_for_unknown_languages():
     assert error_count(None, "((((") == 0
     assert error_count("python", "def (:") > 0
+
+
+def test_errors_touching_the_insertion_count_twice_so_a_broken_token_loses():
+    line = "def f(xs):\n    total = 0\n    for v in xs:\n        total += "
+    rest = "\n    return total\n"
+    at = len(line)
+
+    def count(candidate: str) -> int:
+        return error_count("python", line + candidate + rest, (at, at + len(candidate)))
+
+    baseline = count("")
+    assert baseline == 1  # the unfinished `total +=`, not at the cursor
+    assert count('"') > baseline  # an unterminated string where the cursor was
+    assert count("path.(path)") > baseline
+    assert count("v") == 0
+    # an error elsewhere in the file is not the candidate's fault
+    assert error_count("python", "x = (\n" + line + "v" + rest, (6 + at, 7 + at)) == 1

@@ -23,6 +23,19 @@ from dlm_lsp.model.checkpoint import EMBEDDED_DIR, DlmSpec, save_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
 
 
+def _init_facts(init_from: Any) -> dict[str, Any] | None:
+    """What the run started from: the initial state's path, steps and tokens (they count
+    towards the model's total training budget)."""
+    if not init_from or str(init_from) == "None":
+        return None
+    facts: dict[str, Any] = {"path": str(init_from)}
+    if Path(init_from).is_file():
+        state = torch.load(init_from, map_location="cpu", weights_only=False)
+        facts.update(steps=state.get("step"), tokens=state.get("tokens"),
+                     objective=state.get("args", {}).get("objective"))
+    return facts
+
+
 def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, Any],
            step: int, tokens: int, corpus_digest: str) -> Path:
     """Write `model` and `tokenizer` to `target` (fp16 weights) and return it."""
@@ -31,7 +44,9 @@ def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, 
         mask_token_id=t("<mask>"), pad_token_id=t("<pad>"), eos_token_id=t("<eos>"),
         expand_token_id=t("<expand>") if args["mechanism"] == "expand" else None,
         max_context=int(args["seq_len"]),
+        logits_shift=str(args.get("logits_shift", False)) == "True",
         training={"objective": args["objective"], "mechanism": args["mechanism"],
+                  "init_from": _init_facts(args.get("init_from")),
                   "corpus_digest": corpus_digest, "steps": step, "tokens": tokens,
                   "size": args["size"], "seq_len": int(args["seq_len"]),
                   "batch": int(args["batch"])},

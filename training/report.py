@@ -27,8 +27,11 @@ def model_facts(checkpoint: Path) -> dict:
     total, non_emb = count_parameters(model.denoiser)
     info = model.spec.training
     size = sum(f.stat().st_size for f in checkpoint.iterdir() if f.is_file())
+    init = info.get("init_from") or {}
     return {"params": total, "non_embedding": non_emb, "tokens": info.get("tokens"),
-            "steps": info.get("steps"), "disk_mb": size / 1e6}
+            "steps": info.get("steps"), "init_tokens": init.get("tokens") or 0,
+            "init_steps": init.get("steps") or 0, "objective": info.get("objective"),
+            "disk_mb": size / 1e6}
 
 
 def render(results: Path, diffusion: Path, ar: Path | None) -> str:
@@ -46,8 +49,13 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
               "| model | parameters (non-embedding) | steps | tokens trained | on disk (fp16) |",
               "|---|---|---|---|---|"]
     for name, f in facts.items():
+        steps, tokens = f"{f['steps']}", f"{f['tokens'] / 1e6:.2f}M"
+        if f["init_tokens"]:  # an AR-initialised denoiser: count the AR tokens too
+            steps = f"{f['init_steps']} AR + {f['steps']} {f['objective']}"
+            tokens = (f"{(f['init_tokens'] + f['tokens']) / 1e6:.2f}M "
+                      f"({f['init_tokens'] / 1e6:.2f}M AR + {f['tokens'] / 1e6:.2f}M)")
         lines.append(f"| {name} | {f['params'] / 1e6:.2f}M ({f['non_embedding'] / 1e6:.2f}M) | "
-                     f"{f['steps']} | {f['tokens'] / 1e6:.2f}M | {f['disk_mb']:.1f} MB |")
+                     f"{steps} | {tokens} | {f['disk_mb']:.1f} MB |")
     if he:
         lines += ["", f"## HumanEval-infilling pass@1, without the true middle length "
                   f"({he['threads']} threads, {he['cpu_count']} cores)", "",
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=Path("training/results"))
     ap.add_argument("--diffusion", type=Path, default=Path("dlm_lsp/models/embedded"))
-    ap.add_argument("--ar", type=Path, default=Path("runs/ar/checkpoint"))
+    ap.add_argument("--ar", type=Path, default=Path("bench/models/ar-twin"))
     args = ap.parse_args(argv)
     text = render(args.results, args.diffusion, args.ar)
     (args.results / "RESULTS.md").write_text(text)

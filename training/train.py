@@ -56,17 +56,21 @@ def init_weights(model: Denoiser, seed: int) -> None:
                 p.normal_(0.0, 0.02)
 
 
-def loss_on(model: Denoiser, batch: dict[str, torch.Tensor], causal: bool) -> torch.Tensor:
+def loss_on(model: Denoiser, batch: dict[str, torch.Tensor], causal: bool,
+            shift: bool = False) -> torch.Tensor:
     """Weighted cross-entropy, normalised by the scored positions of the batch.
 
     Logits are computed only where the loss is: the masked positions of a diffusion row
     (about half of them) save a third of the step on CPU, where the output layer is large.
     """
     h = model.hidden_states(batch["ids"], causal=causal, key_mask=batch["key_mask"])
-    scored = batch["weights"] > 0
+    weights, targets = batch["weights"], batch["targets"]
+    if shift:  # position j predicts token j + 1, as the AR model it started from (Dream)
+        h, weights, targets = h[:, :-1], weights[:, 1:], targets[:, 1:]
+    scored = weights > 0
     logits = model.lm_head(h[scored]).float()
-    ce = F.cross_entropy(logits, batch["targets"][scored], reduction="none")
-    return (ce * batch["weights"][scored]).sum() / batch["scored"].sum()
+    ce = F.cross_entropy(logits, targets[scored], reduction="none")
+    return (ce * weights[scored]).sum() / batch["scored"].sum()
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -86,6 +90,9 @@ def train(args: argparse.Namespace) -> Path:
                            seed=1000 + i).batch(args.batch) for i in range(args.val_batches)]
     model = Denoiser(model_config(args.size, data.tokenizer.get_vocab_size()))
     init_weights(model, args.seed)
+    if args.init_from:  # adapt an AR model into a denoiser (Dream/DiffuCoder recipe)
+        model.load_state_dict(torch.load(args.init_from, map_location="cpu",
+                                         weights_only=False)["model"])
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95),
                             weight_decay=0.1, fused=device.type == "cuda")
@@ -101,6 +108,7 @@ def train(args: argparse.Namespace) -> Path:
         step, tokens, elapsed = state["step"], state["tokens"], state["elapsed"]
         batcher.rng.setstate(state["rng"])
     causal = args.objective == "ar"
+    shift = args.logits_shift
     if device.type == "cuda" and args.compile:
         model.hidden_states = torch.compile(model.hidden_states)
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else None
@@ -110,7 +118,7 @@ def train(args: argparse.Namespace) -> Path:
     def evaluate() -> float:
         model.eval()
         with torch.no_grad():
-            vals = [loss_on(model, {k: v.to(device) for k, v in b.items()}, causal).item()
+            vals = [loss_on(model, {k: v.to(device) for k, v in b.items()}, causal, shift).item()
                     for b in val_batches]
         model.train()
         return sum(vals) / len(vals)
@@ -136,9 +144,9 @@ def train(args: argparse.Namespace) -> Path:
         batch = {k: v.to(device) for k, v in batcher.batch(args.batch).items()}
         if autocast:
             with autocast:
-                loss = loss_on(model, batch, causal)
+                loss = loss_on(model, batch, causal, shift)
         else:
-            loss = loss_on(model, batch, causal)
+            loss = loss_on(model, batch, causal, shift)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -185,6 +193,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from the weights of another run's state.pt (e.g. the AR twin)")
+    ap.add_argument("--logits-shift", action="store_true",
+                    help="diffusion predicts token i at position i-1 (keeps AR-initialised "
+                         "weights' next-token head, as Dream does)")
     return ap.parse_args(argv)
 
 

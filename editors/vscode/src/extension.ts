@@ -140,6 +140,9 @@ export class DlmExtension implements vscode.Disposable {
     const tick = async () => {
       const status = await this.status().catch(() => undefined);
       if (!status) {
+        if (!this.client?.isRunning()) {
+          clearInterval(this.poll); // stopped or restarting: start() sets up a new poll
+        }
         return;
       }
       if (status.state === 'ready') {
@@ -238,11 +241,16 @@ export class DlmExtension implements vscode.Disposable {
     return result;
   }
 
-  dispose(): void {
+  /** Stop polling and the server; a stopped client must leave no timer behind. */
+  async stop(): Promise<void> {
     clearInterval(this.poll);
+    await this.client?.stop().catch(() => undefined);
+  }
+
+  dispose(): void {
     this.disposables.forEach((d) => d.dispose());
     this.statusItem.dispose();
-    void this.client?.stop();
+    void this.stop();
   }
 }
 
@@ -263,6 +271,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<DlmExt
 }
 
 export async function deactivate(): Promise<void> {
-  await extension?.client?.stop();
+  const ext = extension;
   extension = undefined;
+  await ext?.stop();
 }

@@ -49,7 +49,7 @@ test('the real client starts the server and its providers return the server resu
   });
   const doc = openDocument(path.join(os.tmpdir(), 'demo.py'), 'python', SOURCE);
   const ext = await activate({ subscriptions: [] });
-  t.after(() => deactivate());
+  t.after(() => deactivate());  // also when a check above failed
   const status = await waitFor(async () => {
     const s = await ext.status();
     return s && (s.state === 'ready' || s.state === 'error') && s;
@@ -117,5 +117,11 @@ test('the real client starts the server and its providers return the server resu
     assert.deepEqual(Array.isArray(paused) ? paused : paused.items, []);
     await vscode.commands.executeCommand('dlm-lsp.togglePause');
     assert.equal(ext.paused, false);
+  });
+
+  await t.test('deactivating stops the server and leaves no timer running', async () => {
+    await deactivate();
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.deepEqual(process.getActiveResourcesInfo().filter((r) => r === 'Timeout'), []);
   });
 });
