@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from training.objective import (
     infill_row,
     slot_targets,
 )
+from training.report import render
 from training.tokenizer import train_tokenizer
 from training.train import init_weights, loss_on, model_config
 
@@ -143,9 +145,10 @@ def test_middles_fall_inside_the_text(prepared):
 
 
 # -- training steps and export ---------------------------------------------------------------
-@pytest.mark.parametrize("objective,mechanism", [("diffusion", "eos"), ("diffusion", "expand"),
-                                                 ("ar", "eos")])
-def test_a_few_steps_reduce_the_loss_on_a_tiny_batch(prepared, objective, mechanism):
+@pytest.mark.parametrize("objective,mechanism,shift", [
+    ("diffusion", "eos", False), ("diffusion", "expand", False), ("ar", "eos", False),
+    ("diffusion", "eos", True)])  # shifted: the recipe for a denoiser started from the AR twin
+def test_a_few_steps_reduce_the_loss_on_a_tiny_batch(prepared, objective, mechanism, shift):
     torch.manual_seed(0)
     batch = Batcher(prepared, objective, mechanism, seq_len=96, seed=0).batch(4)
     model = Denoiser(model_config("tiny", prepared.tokenizer.get_vocab_size()))
@@ -153,7 +156,7 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_batch(prepared, objective, mechan
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):
-        loss = loss_on(model, batch, causal=objective == "ar")
+        loss = loss_on(model, batch, causal=objective == "ar", shift=shift)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -174,3 +177,26 @@ def test_export_writes_a_checkpoint_the_server_engine_completes_with(prepared, t
     text = "def add(a, b):\n    return \n"
     outcome = engine.complete(text, text.index("return ") + 7, "python")
     assert outcome.stats is not None and outcome.stats.forward_passes >= 1
+
+
+def test_an_ar_initialised_export_is_shifted_and_the_report_counts_its_ar_tokens(
+        prepared, tmp_path: Path):
+    model = Denoiser(model_config("tiny", prepared.tokenizer.get_vocab_size()))
+    init_weights(model, 0)
+    init = tmp_path / "ar-state.pt"
+    torch.save({"model": model.state_dict(), "step": 70, "tokens": 3_000_000,
+                "args": {"objective": "ar"}}, init)
+    args = {"objective": "diffusion", "mechanism": "eos", "seq_len": 96, "size": "tiny",
+            "batch": 4, "init_from": str(init), "logits_shift": "True"}
+    target = export(model, prepared.tokenizer, tmp_path / "ckpt", args, 30, 2_000_000, "abc")
+    loaded = load_checkpoint(target)
+    assert loaded.spec.logits_shift
+    assert loaded.spec.training["init_from"]["tokens"] == 3_000_000
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "humaneval.json").write_text(json.dumps({"threads": 1, "cpu_count": 2, "models": {
+        "diffusion": {"single": {"n": 10, "pass@1": 20.0, "passes_per_token": 0.5,
+                                 "tokens_per_s": 40.0, "p50_ms": 100.0, "p95_ms": 200.0}}}}))
+    text = render(results, target, None)
+    assert "| 70 AR + 30 diffusion | 5.00M (3.00M AR + 2.00M) |" in text
+    assert "| diffusion | single | 10 | 20.00 | 0.50 | 40.00 | 100.00 | 200.00 |" in text

@@ -4,7 +4,8 @@
 
 Training loss (smoothed) and held-out loss against tokens seen, one line per run. The
 diffusion loss is the 1/t-weighted masked cross-entropy (an ELBO bound per token), the AR
-loss a plain next-token cross-entropy, so the two panels are not on the same scale.
+loss a plain next-token cross-entropy, so the two panels are not on the same scale. A run
+initialised from the AR twin starts at the AR tokens its weights had already seen.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from pathlib import Path
 def read_log(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     return [r for r in rows if "step" in r]
+
+
+def init_tokens(run: Path) -> int:
+    """Tokens the run's starting weights had already seen (an AR-initialised denoiser)."""
+    meta = run / "checkpoint" / "dlm.json"
+    if not meta.is_file():
+        return 0
+    init = json.loads(meta.read_text()).get("training", {}).get("init_from") or {}
+    return int(init.get("tokens") or 0)
 
 
 def smooth(values: list[float], k: int = 20) -> list[float]:
@@ -37,9 +47,10 @@ def plot(runs: list[Path], out: Path) -> None:
     for run in runs:
         rows = read_log(run)
         ax = axes[1] if "ar" in run.name.split("-") or run.name == "ar" else axes[0]
-        tokens = [r["tokens"] / 1e6 for r in rows]
+        start = init_tokens(run)  # counted from the AR tokens it started with
+        tokens = [(start + r["tokens"]) / 1e6 for r in rows]
         ax.plot(tokens, smooth([r["loss"] for r in rows]), label=f"{run.name} train", lw=1)
-        val = [(r["tokens"] / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
+        val = [((start + r["tokens"]) / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
         if val:
             ax.plot(*zip(*val, strict=True), "o-", ms=3, label=f"{run.name} held-out")
     axes[0].set_title("masked diffusion (1/t-weighted masked CE)")
