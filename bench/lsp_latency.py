@@ -84,11 +84,26 @@ async def run(args: argparse.Namespace) -> dict:
         raise SystemExit(st["error"])
     points = cursors(text, args.requests + args.warmup)
     latencies, passes, tokens, ctx = [], [], [], []
-    for k, (line, col) in enumerate(tqdm(points, desc="completions", file=sys.stderr)):
+    version = 1
+
+    def set_text(new: str) -> None:
+        nonlocal version
+        version += 1
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            [types.TextDocumentContentChangeWholeDocument(text=new)]))
+
+    async def complete(line: int, col: int) -> tuple[float, list[types.CompletionItem]]:
         t0 = time.perf_counter()
-        await client.text_document_completion_async(types.CompletionParams(
+        result = await client.text_document_completion_async(types.CompletionParams(
             types.TextDocumentIdentifier(uri), types.Position(line, col)))
-        ms = (time.perf_counter() - t0) * 1e3
+        items = result.items if isinstance(result, types.CompletionList) else (result or [])
+        return (time.perf_counter() - t0) * 1e3, items
+
+    lines = text.split("\n")
+    ahead_ms, ahead_hits = [], 0
+    for k, (line, col) in enumerate(tqdm(points, desc="completions", file=sys.stderr)):
+        ms, items = await complete(line, col)
         run_stats = (await status())["lastRun"]
         if k < args.warmup or run_stats["cached"]:
             continue
@@ -96,6 +111,17 @@ async def run(args: argparse.Namespace) -> dict:
         passes.append(run_stats["forward_passes"])
         tokens.append(run_stats["tokens"])
         ctx.append(run_stats["context_tokens"])
+        edit = items[0].text_edit if items else None
+        word = lines[line][edit.range.start.character:col] if edit else ""
+        shown = edit.new_text[len(word):] if edit and edit.new_text.startswith(word) else ""
+        if len(shown) >= 2:
+            # the user types the suggestion's first character: the rest should come at once
+            typed = lines[:line] + [lines[line][:col] + shown[0] + lines[line][col:]]
+            set_text("\n".join(typed + lines[line + 1:]))
+            ms, _ = await complete(line, col + 1)
+            ahead_ms.append(ms)
+            ahead_hits += (await status())["lastRun"]["forward_passes"] == 0
+            set_text(text)
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
@@ -113,6 +139,11 @@ async def run(args: argparse.Namespace) -> dict:
         "mean_ms": statistics.mean(latencies),
         "forward_passes_per_token": sum(passes) / max(1, sum(tokens)),
         "tokens_mean": statistics.mean(tokens),
+        # after typing the first character of the suggestion
+        "typeahead_requests": len(ahead_ms),
+        "typeahead_without_model_run": ahead_hits,
+        "typeahead_p50_ms": pct(ahead_ms, 50) if ahead_ms else None,
+        "typeahead_p95_ms": pct(ahead_ms, 95) if ahead_ms else None,
     }
 
 

@@ -21,6 +21,7 @@ from dlm_lsp.model.checkpoint import LoadedModel, ModelError, load_checkpoint, r
 from dlm_lsp.model.sampler import Cancelled, SamplerConfig, SampleResult, sample
 from dlm_lsp.postprocess import Scored, finish_candidate, rank
 from dlm_lsp.syntax import SpanPlan, comment_prefix, error_count, line_window, plan_span
+from dlm_lsp.typeahead import Shown, typed_ahead
 
 Progress = Callable[[str, int], None]  # message, percentage
 
@@ -59,12 +60,14 @@ class Engine:
         self.cache: LRUCache[SampleResult] = LRUCache(256)
         self.model_runs = 0  # sampler runs that were not cache hits
         self.last_stats: RunStats | None = None
+        self._shown: Shown | None = None  # the last completion, for typing ahead
 
     # -- model lifecycle ---------------------------------------------------------------
     def update_settings(self, settings: Settings) -> None:
         """Take new settings; a different model or device is loaded on next use."""
         reload = (settings.model, settings.device) != (self.settings.model, self.settings.device)
         self.settings = settings
+        self._shown = None  # made under the old settings
         if settings.threads:
             torch.set_num_threads(settings.threads)
         if reload:  # no lock: a load in progress must not block the event loop
@@ -160,9 +163,19 @@ class Engine:
         others: Sequence[OtherDocument] = (),
         cancel: threading.Event | None = None,
     ) -> CompletionOutcome:
-        """Ranked candidates to insert at `offset` (line or block mode, per tree-sitter)."""
+        """Ranked candidates to insert at `offset` (line or block mode, per tree-sitter).
+
+        While the user types the start of the last completion, the rest of it is served
+        without a model run (stats report 0 forward passes, cached).
+        """
         model = self.load()
         plan = plan_span(text, offset, language)
+        t0 = time.perf_counter()
+        rest = typed_ahead(self._shown, text, offset)
+        if rest is not None:
+            stats = RunStats(0, 0, 0, 0, (time.perf_counter() - t0) * 1e3, cached=True)
+            self.last_stats = stats
+            return CompletionOutcome(plan, offset, rest, stats)
         slots = self.settings.max_tokens if plan.mode == "line" else self.settings.max_block_tokens
         ctx = build_context(text, offset, model.encode, context_budget(self.settings, model, slots),
                             others=others, comment=comment_prefix(language))
@@ -174,7 +187,9 @@ class Engine:
             done = finish_candidate(raw, plan, ctx.suffix, errors, baseline)
             if done is not None:
                 scored.append(Scored(done, cand.mean_confidence))
-        return CompletionOutcome(plan, offset, rank(scored), stats)
+        ranked = rank(scored)
+        self._shown = Shown(text, offset, tuple(ranked)) if ranked else None
+        return CompletionOutcome(plan, offset, ranked, stats)
 
 
 def context_budget(settings: Settings, model: LoadedModel, slots: int) -> int:

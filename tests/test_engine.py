@@ -35,6 +35,20 @@ def test_identical_requests_come_from_the_cache(parrot_engine):
     assert parrot_engine.cache.hits >= 1
 
 
+def test_typing_the_start_of_the_suggestion_serves_the_rest_without_a_model_run(parrot_engine):
+    text = "z = \n"
+    first = parrot_engine.complete(text, 4, "python")
+    assert first.candidates[0].text == "11111111"
+    runs = parrot_engine.model_runs
+    typed = "z = 11\n"
+    rest = parrot_engine.complete(typed, 6, "python")
+    assert [c.text for c in rest.candidates] == ["111111"]
+    assert parrot_engine.model_runs == runs and rest.stats.forward_passes == 0
+    # typing something else asks the model again
+    other = parrot_engine.complete("z = 2\n", 5, "python")
+    assert parrot_engine.model_runs == runs + 1 and other.stats.forward_passes >= 1
+
+
 def test_a_set_cancel_event_stops_the_run(parrot_checkpoint):
     engine = Engine(Settings(model=str(parrot_checkpoint), confidence_threshold=1.0))
     cancel = threading.Event()
