@@ -63,7 +63,7 @@ class DiffusionInfiller:
         slots = self.slots[mode]
         ctx = build_context(text, offset, model.encode,
                             context_budget(self.engine.settings, model, slots))
-        cfg = self.engine.sampler_config(**sampler)
+        cfg = self.engine.mode_config(mode, model, **sampler)
         result, stats = self.engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cfg=cfg)
         raw = model.decode(result.candidates[0].spans[0])
         out = finish(raw, mode, text, offset, ctx.suffix)

@@ -126,6 +126,13 @@ class Engine:
         )
         return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
 
+    def mode_config(self, mode: str, model: LoadedModel, **overrides: object) -> SamplerConfig:
+        """Sampler settings for a span of `mode`. A single line is done at its line break:
+        the slots after it would be cut anyway."""
+        if mode == "line":
+            overrides.setdefault("stop_ids", model.newline_ids)
+        return self.sampler_config(**overrides)
+
     def run(
         self,
         pieces: Sequence[Sequence[int] | int],
@@ -179,7 +186,8 @@ class Engine:
         slots = self.settings.max_tokens if plan.mode == "line" else self.settings.max_block_tokens
         ctx = build_context(text, offset, model.encode, context_budget(self.settings, model, slots),
                             others=others, comment=comment_prefix(language))
-        result, stats = self.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel)
+        cfg = self.mode_config(plan.mode, model)
+        result, stats = self.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel, cfg)
         errors, baseline = insertion_checker(text, offset, offset, language)
         scored = []
         for cand in result.candidates:

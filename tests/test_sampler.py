@@ -233,3 +233,21 @@ def test_a_span_is_never_empty_even_when_the_model_wants_to_end_at_once():
     out = sample(Scripted(lambda p, T, call: (EOS, 0.99)), SPEC, [PREFIX, 4, SUFFIX],
                  SamplerConfig())
     assert len(out.candidates[0].spans[0]) == 1
+
+
+def test_a_stop_token_is_kept_and_ends_its_span_so_the_run_stops_early():
+    """Single-line mode: a committed line break ends the span, nothing after it is decoded."""
+    NEWLINE = 9
+
+    def belief(p, T, call):  # confident about a word and the line break, unsure after
+        k = p - START
+        return {0: (10, 0.99), 1: (NEWLINE, 0.95)}.get(k, (12 + k, 0.3))
+
+    cfg = SamplerConfig(threshold=0.9, max_steps=64)
+    stopped = sample(Scripted(belief), SPEC, [PREFIX, 8, SUFFIX],
+                     SamplerConfig(threshold=0.9, max_steps=64, stop_ids=(NEWLINE,)))
+    assert stopped.candidates[0].spans == [[10, NEWLINE]]
+    assert stopped.forward_passes == 1
+    plain = sample(Scripted(belief), SPEC, [PREFIX, 8, SUFFIX], cfg)
+    assert plain.candidates[0].spans[0][:2] == [10, NEWLINE]
+    assert len(plain.candidates[0].spans[0]) == 8 and plain.forward_passes == 7

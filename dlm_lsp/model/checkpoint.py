@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,14 @@ class LoadedModel:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @cached_property
+    def newline_ids(self) -> tuple[int, ...]:
+        """Ids of the tokens whose text holds a line break (they end a single-line span)."""
+        vocab = self.tokenizer.get_vocab_size()
+        special = self.special_ids
+        return tuple(i for i in range(vocab)
+                     if i not in special and "\n" in self.tokenizer.decode([i]))
 
     @property
     def special_ids(self) -> set[int]:

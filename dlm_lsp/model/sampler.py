@@ -8,7 +8,9 @@ reaches the threshold (at least one per row, and enough to finish within ``max_s
 The length of a span is not known in advance. A span ends where the model commits an
 end token (eos or pad): the slots after it become pad and are dropped from the output.
 An end is only committed at the span's first open slot (content before it is written) and
-never at its first slot, so an unsure model cannot return an empty or truncated span. If the
+never at its first slot, so an unsure model cannot return an empty or truncated span. A
+caller can name stop tokens (single-line mode: line breaks) that end a span after
+themselves. If the
 checkpoint has an expand token, committing it turns that slot into two masks (DreamOn), so a
 span can also grow. The first step is a full forward that fills the K/V cache; later steps
 recompute only the slots (Fast-dLLM dual cache) until enough of them changed to refresh.
@@ -48,6 +50,9 @@ class SamplerConfig:
     refresh_ratio: float = 1.0
     max_span: int = 256  # expand tokens never grow a span beyond this
     seed: int | None = 0
+    # Tokens that end their span after themselves (kept, later slots become pad): the
+    # newline tokens in single-line mode, where nothing after the line is used.
+    stop_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -100,6 +105,7 @@ def sample(
     changed = 0  # slots rewritten since the last full forward
     nfe = steps = 0
     history: list[int] = []
+    stop = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
 
     with torch.inference_mode():
         while True:
@@ -138,7 +144,7 @@ def sample(
             history.append(int(pick[0].sum()))
             if cfg.remask_threshold > 0 and steps_left > 2:
                 _remask(x, conf, remasked, pos, tokens, probs, pick, cfg.remask_threshold, spec)
-            _close_after_end(x, span_of, spec)
+            _close_after_end(x, span_of, spec, stop)
             changed += int((x[:, slots] != before).any(0).sum())
             steps += 1
             if spec.expand_token_id is not None and (x[:, slots] == spec.expand_token_id).any():
@@ -248,14 +254,18 @@ def _remask(x, conf, remasked, pos, tokens, probs, pick, threshold, spec) -> Non
         remasked[rows, cols] = True
 
 
-def _close_after_end(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec) -> None:
-    """In each span, every slot after a committed end token (eos/pad) becomes pad."""
+def _close_after_end(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec,
+                     stop: torch.Tensor | None = None) -> None:
+    """In each span, every slot after a committed end token (eos/pad, or a `stop` token,
+    which is itself kept) becomes pad."""
     for j in range(int(span_of.max()) + 1 if len(span_of) else 0):
         idx = (span_of == j).nonzero().squeeze(1)
         if len(idx) == 0:
             continue
         seg = x[:, idx]
         is_end = (seg == spec.eos_token_id) | (seg == spec.pad_token_id)
+        if stop is not None and len(stop):
+            is_end |= torch.isin(seg, stop)
         seen = is_end.int().cummax(dim=1).values.bool()
         after = torch.zeros_like(seen)
         after[:, 1:] = seen[:, :-1]
