@@ -45,12 +45,13 @@ def generate(model: LoadedModel, prefix_ids: list[int], suffix_ids: list[int], m
     logits = net(ids, cache=cache, causal=True, logits_at=torch.tensor([n - 1], device=device))
     passes, out = 1, []
     ends = {spec.eos_token_id, spec.pad_token_id}
+    line_breaks = set(model.newline_ids) if stop_at_newline else set()
     for i in range(max_new):
         tok = int(logits[0, -1].argmax())
         if tok in ends:
             break
         out.append(tok)
-        if stop_at_newline and "\n" in model.decode([tok]):
+        if tok in line_breaks:
             break
         if i == max_new - 1:
             break

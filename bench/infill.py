@@ -37,6 +37,12 @@ class Infill:
     ms: float
 
 
+def slot_budgets(settings: Settings) -> dict[str, int]:
+    """Tokens either model may write per mode: the server's single-line and block limits."""
+    return {"line": settings.max_tokens, "block": settings.max_block_tokens,
+            "span": settings.max_block_tokens}
+
+
 def finish(raw: str, mode: str, text: str, offset: int, suffix: str) -> str:
     """The server's cuts for `mode` (see the module docstring)."""
     if mode == "span":
@@ -53,9 +59,7 @@ class DiffusionInfiller:
 
     def __init__(self, engine: Engine, slots: dict[str, int] | None = None):
         self.engine = engine
-        s = engine.settings
-        self.slots = slots or {"line": s.max_tokens, "block": s.max_block_tokens,
-                               "span": s.max_block_tokens}
+        self.slots = slots or slot_budgets(engine.settings)
 
     def __call__(self, text: str, offset: int, mode: str, **sampler: object) -> Infill:
         model = self.engine.load()
@@ -78,8 +82,7 @@ class ARInfiller:
 
     def __init__(self, model: LoadedModel, settings: Settings):
         self.model, self.settings = model, settings
-        self.max_new = {"line": settings.max_tokens, "block": settings.max_block_tokens,
-                        "span": settings.max_block_tokens}
+        self.max_new = slot_budgets(settings)
 
     def __call__(self, text: str, offset: int, mode: str, **_: object) -> Infill:
         t0 = time.perf_counter()
