@@ -71,8 +71,19 @@ def program(task: Task, middle: str) -> str:
     return text[:offset] + middle + text[offset:]
 
 
+_VERDICTS: dict[tuple[str, str, str], bool] = {}  # (task, benchmark, middle) -> passed
+
+
 def passes(task: Task, middle: str, timeout: float = 10.0) -> bool:
-    """Run the problem's tests against the completed program in a fresh interpreter."""
+    """Run the problem's tests against the completed program in a fresh interpreter (once
+    per distinct middle: decoding variants often write the same one)."""
+    key = (task.task_id, task.kind, middle)
+    if key not in _VERDICTS:
+        _VERDICTS[key] = _run_tests(task, middle, timeout)
+    return _VERDICTS[key]
+
+
+def _run_tests(task: Task, middle: str, timeout: float) -> bool:
     source = program(task, middle) + "\n\n" + task.test + f"\n\ncheck({task.entry_point})\n"
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
@@ -111,10 +122,9 @@ def evaluate(infiller, tasks: list[Task], **sampler: object) -> dict:  # noqa: A
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from bench.infill import ARInfiller, DiffusionInfiller
+    from bench.infill import Infiller
     from dlm_lsp.config import Settings
     from dlm_lsp.engine import Engine
-    from dlm_lsp.model.checkpoint import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--diffusion", default="embedded")
@@ -128,9 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = Settings(model=args.diffusion, threads=args.threads)
-    infillers = [] if args.no_diffusion else [DiffusionInfiller(Engine(settings))]
+    infillers = [] if args.no_diffusion else [Infiller(Engine(settings), "diffusion")]
     if args.ar:
-        infillers.append(ARInfiller(load_checkpoint(args.ar), settings))
+        ar = Settings(model=str(args.ar), threads=args.threads)
+        infillers.append(Infiller(Engine(ar), "ar"))
     results: dict = {"models": {}}
     if args.out and args.out.is_file():
         results = json.loads(args.out.read_text())

@@ -9,8 +9,8 @@ the same post-processing, by mode:
   the first line keeps the model's own indentation, since the benchmark gives none;
 - ``span``: the model's own end (random-span infilling), suffix repeat cut only.
 
-Neither model is told the true middle length: the diffusion model gets the server's slot
-budget and ends the span itself; the AR twin stops at ``<eos>``.
+Neither model is told the true middle length: both get the server's slot budget; the
+diffusion model ends the span itself with an end token, the AR twin stops at ``<eos>``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bench.ar_twin import generate
 from dlm_lsp.config import Settings
 from dlm_lsp.context import build_context
 from dlm_lsp.engine import Engine, context_budget, insertion_checker
-from dlm_lsp.model.checkpoint import LoadedModel
+from dlm_lsp.model.autoregressive import is_autoregressive
 from dlm_lsp.postprocess import cut_repeated_suffix, finish_candidate
 from dlm_lsp.syntax import SpanPlan
 
@@ -52,13 +51,15 @@ def finish(raw: str, mode: str, text: str, offset: int, suffix: str) -> str:
     return finish_candidate(raw, plan, suffix, errors, baseline) or ""
 
 
-class DiffusionInfiller:
-    """The embedded denoiser through the server's Engine (sampler, cache off)."""
+class Infiller:
+    """A checkpoint through the server's Engine (response cache off): the denoiser with its
+    sampler, or the AR twin decoding left to right. Sampler overrides go per call."""
 
-    name = "diffusion"
-
-    def __init__(self, engine: Engine, slots: dict[str, int] | None = None):
+    def __init__(self, engine: Engine, name: str | None = None,
+                 slots: dict[str, int] | None = None):
         self.engine = engine
+        model = engine.load()
+        self.name = name or ("ar" if is_autoregressive(model.spec) else "diffusion")
         self.slots = slots or slot_budgets(engine.settings)
 
     def __call__(self, text: str, offset: int, mode: str, **sampler: object) -> Infill:
@@ -68,29 +69,9 @@ class DiffusionInfiller:
         ctx = build_context(text, offset, model.encode,
                             context_budget(self.engine.settings, model, slots))
         cfg = self.engine.mode_config(mode, model, **sampler)
+        self.engine.forget()  # every task is timed as a fresh decode
         result, stats = self.engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cfg=cfg)
         raw = model.decode(result.candidates[0].spans[0])
         out = finish(raw, mode, text, offset, ctx.suffix)
         return Infill(out, stats.forward_passes, stats.tokens,
                       (time.perf_counter() - t0) * 1e3)
-
-
-class ARInfiller:
-    """The autoregressive twin, greedy with a K/V cache, same context and cuts."""
-
-    name = "ar"
-
-    def __init__(self, model: LoadedModel, settings: Settings):
-        self.model, self.settings = model, settings
-        self.max_new = slot_budgets(settings)
-
-    def __call__(self, text: str, offset: int, mode: str, **_: object) -> Infill:
-        t0 = time.perf_counter()
-        max_new = self.max_new[mode]
-        budget = context_budget(self.settings, self.model, max_new + 3)  # + the 3 sentinels
-        ctx = build_context(text, offset, self.model.encode, budget)
-        res = generate(self.model, ctx.prefix_ids, ctx.suffix_ids, max_new,
-                       stop_at_newline=mode == "line")
-        raw = self.model.decode(res.tokens)
-        out = finish(raw, mode, text, offset, ctx.suffix)
-        return Infill(out, res.forward_passes, len(res.tokens), (time.perf_counter() - t0) * 1e3)

@@ -1,4 +1,5 @@
-"""The ``dlm-lsp`` command: serve LSP (stdio or TCP), complete a file, doctor, test checkpoints."""
+"""The ``dlm-lsp`` command: serve LSP (stdio or TCP) or the FIM HTTP API, complete a file,
+doctor, benchmark, test checkpoints."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="report the environment, the model and a timed sample")
     d.add_argument("--model", default=None)
+
+    h = sub.add_parser("serve-http", help="serve the FIM HTTP API (Mercury's shape) for a team")
+    from dlm_lsp.serve_http import add_arguments
+
+    add_arguments(h)
+
+    b = sub.add_parser("bench", help="the speed/quality benchmark (python -m bench), from a "
+                       "source checkout; its options: dlm-lsp bench --help")
+    b.add_argument("options", nargs="*", help="passed to python -m bench")
 
     r = sub.add_parser("random-checkpoint", help="write a random-weight checkpoint (for tests)")
     r.add_argument("path", type=Path)
@@ -107,7 +117,24 @@ def cmd_random_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(bench_args: list[str]) -> int:
+    """Run ``bench.suite`` from the checkout this package was installed from (editable)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "bench" / "suite.py").is_file():
+        print("error: the benchmark lives in the source tree (bench/), which this install "
+              "does not have: run it from a checkout, `python -m bench`", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(checkout))
+    from bench.suite import main as bench_main
+
+    bench_main(bench_args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every option after it belongs to the benchmark
+        return cmd_bench(argv[1:])
     args = _parser().parse_args(argv)
     handler: logging.Handler = (logging.FileHandler(args.log_file) if args.log_file
                                 else logging.StreamHandler(sys.stderr))  # never stdout
@@ -121,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_doctor(_settings(args.model, None))
     if args.command == "random-checkpoint":
         return cmd_random_checkpoint(args)
+    if args.command == "serve-http":
+        from dlm_lsp.serve_http import run
+
+        return run(args, _settings(args.model, args.settings))
     from dlm_lsp.server import SERVER
 
     if args.tcp:

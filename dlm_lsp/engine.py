@@ -17,11 +17,13 @@ import torch
 from dlm_lsp.cache import LRUCache
 from dlm_lsp.config import Settings
 from dlm_lsp.context import OtherDocument, build_context
+from dlm_lsp.model.autoregressive import FIM_TOKENS, is_autoregressive, sample_autoregressive
+from dlm_lsp.model.block_diffusion import is_block_diffusion, sample_blocks
 from dlm_lsp.model.checkpoint import LoadedModel, ModelError, load_checkpoint, resolve_model_path
-from dlm_lsp.model.sampler import Cancelled, SamplerConfig, SampleResult, sample
+from dlm_lsp.model.sampler import Cancelled, Piece, SamplerConfig, SampleResult, sample
 from dlm_lsp.postprocess import Scored, finish_candidate, rank
 from dlm_lsp.syntax import SpanPlan, comment_prefix, error_count, line_window, plan_span
-from dlm_lsp.typeahead import Shown, typed_ahead
+from dlm_lsp.typeahead import Shown, far_suffix_edit, typed_ahead
 
 Progress = Callable[[str, int], None]  # message, percentage
 
@@ -64,8 +66,8 @@ class Engine:
 
     # -- model lifecycle ---------------------------------------------------------------
     def update_settings(self, settings: Settings) -> None:
-        """Take new settings; a different model or device is loaded on next use."""
-        reload = (settings.model, settings.device) != (self.settings.model, self.settings.device)
+        """Take new settings; a different model, device or quantisation is loaded on next use."""
+        reload = load_key(settings) != load_key(self.settings)
         self.settings = settings
         self._shown = None  # made under the old settings
         if settings.threads:
@@ -90,7 +92,8 @@ class Engine:
                     progress(f"Loading {path}", 30)
                 if settings.threads:
                     torch.set_num_threads(settings.threads)
-                model = load_checkpoint(path, settings.device)
+                model = load_checkpoint(path, settings.device, settings.quantize,
+                                        settings.dtype)
                 if progress:
                     progress("Warming up", 80)
                 self._warm_up(model)
@@ -104,13 +107,19 @@ class Engine:
                 self._model, self.state, self.error = model, "ready", None
             return model
 
+    def forget(self) -> None:
+        """Drop every reusable result (the response cache and the last completion), so the
+        next request is a fresh decode: for benchmarks."""
+        self.cache.clear()
+        self._shown = None
+
     @property
     def model(self) -> LoadedModel | None:
         return self._model
 
     def _warm_up(self, model: LoadedModel) -> None:
         ids = model.encode("def f(x):\n    return x\n")
-        sample(model.denoiser, model.spec, [ids, 2, ids], SamplerConfig(max_steps=1))
+        decode(model, [ids, 2, ids], SamplerConfig(max_steps=1))
 
     # -- running the sampler -------------------------------------------------------------
     def sampler_config(self, **overrides: object) -> SamplerConfig:
@@ -123,14 +132,17 @@ class Engine:
             candidates=s.candidates,
             remask_threshold=s.remask_threshold,
             use_cache=s.kv_cache,
+            window=s.unmask_window,
         )
         return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
 
     def mode_config(self, mode: str, model: LoadedModel, **overrides: object) -> SamplerConfig:
-        """Sampler settings for a span of `mode`. A single line is done at its line break:
-        the slots after it would be cut anyway."""
+        """Sampler settings for a span of `mode`. A single line is done at its line break
+        (the slots after it would be cut anyway) and has its own step budget."""
         if mode == "line":
             overrides.setdefault("stop_ids", model.newline_ids)
+            overrides.setdefault("max_steps", min(self.settings.max_steps,
+                                                  self.settings.line_steps))
         return self.sampler_config(**overrides)
 
     def run(
@@ -154,7 +166,7 @@ class Engine:
             return hit, stats
         stop = cancel.is_set if cancel else (lambda: False)
         self.model_runs += 1
-        result = sample(model.denoiser, model.spec, pieces, cfg, should_stop=stop)
+        result = decode(model, pieces, cfg, stop)
         self.cache.put(key, result)
         stats = RunStats(result.forward_passes, result.steps, result.generated_tokens, n_ctx,
                          (time.perf_counter() - t0) * 1e3, cached=False)
@@ -173,16 +185,21 @@ class Engine:
         """Ranked candidates to insert at `offset` (line or block mode, per tree-sitter).
 
         While the user types the start of the last completion, the rest of it is served
-        without a model run (stats report 0 forward passes, cached).
+        without a model run (stats report 0 forward passes, cached); so is the last
+        completion after an edit far below the cursor (``suffixReuseLines``).
         """
         model = self.load()
         plan = plan_span(text, offset, language)
         t0 = time.perf_counter()
-        rest = typed_ahead(self._shown, text, offset)
-        if rest is not None:
+        reuse = typed_ahead(self._shown, text, offset)
+        if reuse is None:
+            reuse = far_suffix_edit(self._shown, text, offset, self.settings.suffix_reuse_lines)
+            if reuse is not None:  # later keystrokes continue from this document
+                self._shown = Shown(text, offset, tuple(reuse))
+        if reuse is not None:
             stats = RunStats(0, 0, 0, 0, (time.perf_counter() - t0) * 1e3, cached=True)
             self.last_stats = stats
-            return CompletionOutcome(plan, offset, rest, stats)
+            return CompletionOutcome(plan, offset, reuse, stats)
         slots = self.settings.max_tokens if plan.mode == "line" else self.settings.max_block_tokens
         ctx = build_context(text, offset, model.encode, context_budget(self.settings, model, slots),
                             others=others, comment=comment_prefix(language))
@@ -200,9 +217,30 @@ class Engine:
         return CompletionOutcome(plan, offset, ranked, stats)
 
 
+def load_key(settings: Settings) -> tuple[object, ...]:
+    """The settings that decide which model is loaded (a change means loading again)."""
+    return (settings.model, settings.device, settings.dtype, settings.quantize,
+            settings.backend, settings.remote)
+
+
+def decode(model: LoadedModel, pieces: Sequence[Piece], cfg: SamplerConfig,
+           should_stop: Callable[[], bool] = lambda: False) -> SampleResult:
+    """Fill the spans of `pieces` with the model's own decoding: masked diffusion, or left to
+    right for an autoregressive checkpoint (the AR twin)."""
+    if is_autoregressive(model.spec):
+        return sample_autoregressive(model, pieces, cfg, should_stop)
+    if is_block_diffusion(model):
+        return sample_blocks(model, pieces, cfg, should_stop)
+    return sample(model.denoiser, model.spec, pieces, cfg, should_stop=should_stop)
+
+
 def context_budget(settings: Settings, model: LoadedModel, slots: int) -> int:
-    """Context tokens for a run: the setting, within the window the model was trained on."""
-    return max(16, min(settings.context_tokens, model.spec.max_context - slots))
+    """Context tokens for a run: the setting, within the window the model was trained on
+    (an autoregressive or block-diffusion model also needs room for its FIM sentinels)."""
+    fim = is_autoregressive(model.spec) or is_block_diffusion(model)
+    sentinels = len(FIM_TOKENS) if fim else 0
+    room = model.spec.max_context - slots - sentinels
+    return max(16, min(settings.context_tokens, room))
 
 
 def insertion_checker(
@@ -220,4 +258,4 @@ def insertion_checker(
 
 
 __all__ = ["Cancelled", "CompletionOutcome", "Engine", "ModelError", "RunStats",
-           "context_budget", "insertion_checker"]
+           "context_budget", "decode", "insertion_checker"]

@@ -20,9 +20,10 @@ from pygls.protocol import LanguageServerProtocol
 from dlm_lsp import __version__, edits
 from dlm_lsp.config import Settings, apply_settings
 from dlm_lsp.context import OtherDocument
-from dlm_lsp.engine import CompletionOutcome, Engine, ModelError
+from dlm_lsp.engine import CompletionOutcome, ModelError, load_key
 from dlm_lsp.lsp_items import completion_items, inline_items, workspace_edit
 from dlm_lsp.positions import normalize_encoding, offset_at
+from dlm_lsp.remote import make_engine
 from dlm_lsp.scheduler import ModelThread, RequestGate
 from dlm_lsp.syntax import detect_language, error_regions, find_holes
 
@@ -65,7 +66,7 @@ class DlmServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("dlm-lsp", __version__, protocol_cls=DlmProtocol)
         self.settings = Settings()
-        self.engine = Engine(self.settings, log=self.log_info)
+        self.engine = make_engine(self.settings, log=self.log_info)
         self.gate = RequestGate()
         self.model_thread = ModelThread()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -135,7 +136,9 @@ class DlmServer(LanguageServer):
         settings, messages = apply_settings(raw, self.settings)
         for m in messages:
             self.show_once(m)
-        reload = (settings.model, settings.device) != (self.settings.model, self.settings.device)
+        reload = load_key(settings) != load_key(self.settings)
+        if settings.backend != self.settings.backend:  # local <-> remote: another engine
+            self.engine = make_engine(settings, log=self.log_info)
         self.settings = settings
         self.engine.update_settings(settings)
         if reload and self.loop is not None:

@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from dlm_lsp.model.checkpoint import DlmSpec, load_checkpoint, save_checkpoint
-from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig, KVCache
+from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig, KVCache, count_parameters
 from dlm_lsp.model.random_checkpoint import byte_level_tokenizer
 
 SIZES = dict(vocab_size=300, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
@@ -101,3 +101,19 @@ def test_special_token_text_in_a_buffer_is_encoded_as_plain_text(random_checkpoi
     ids = model.encode("x = '<mask>' + '<eos>'")
     assert not set(ids) & model.special_ids
     assert model.decode(ids) == "x = '<mask>' + '<eos>'"
+
+
+def test_int8_quantisation_swaps_the_linear_layers_and_keeps_the_logits_close(random_checkpoint):
+    fp32 = load_checkpoint(random_checkpoint)
+    int8 = load_checkpoint(random_checkpoint, quantize="int8")
+    linears = [m for m in int8.denoiser.modules() if isinstance(m, torch.nn.Linear)]
+    quantised = [m for m in int8.denoiser.modules()
+                 if "quantized" in type(m).__module__ and hasattr(m, "in_features")]
+    assert not linears and len(quantised) == 7 * fp32.denoiser.cfg.num_hidden_layers + 1
+    assert count_parameters(int8.denoiser) == count_parameters(fp32.denoiser)
+    ids = torch.tensor([fp32.encode("def add(a, b):\n    return a + b\n")])
+    with torch.inference_mode():
+        p = torch.softmax(fp32.denoiser(ids), -1)
+        q = torch.softmax(int8.denoiser(ids), -1)
+    assert (p - q).abs().max() < 0.05
+    assert not torch.equal(p, q)  # it did change the arithmetic

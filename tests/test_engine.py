@@ -49,6 +49,21 @@ def test_typing_the_start_of_the_suggestion_serves_the_rest_without_a_model_run(
     assert parrot_engine.model_runs == runs + 1 and other.stats.forward_passes >= 1
 
 
+def test_an_edit_far_below_the_cursor_serves_the_last_completion_when_enabled(parrot_checkpoint):
+    engine = Engine(Settings(model=str(parrot_checkpoint), suffix_reuse_lines=2))
+    text = "z = \nb = 1\nc = 2\nd = 3\n"
+    first = engine.complete(text, 4, "python")
+    runs = engine.model_runs
+    far = engine.complete(text.replace("d = 3", "d = 4"), 4, "python")
+    assert engine.model_runs == runs and far.stats.forward_passes == 0
+    assert [c.text for c in far.candidates] == [c.text for c in first.candidates]
+    near = engine.complete(text.replace("b = 1", "b = 5"), 4, "python")
+    assert engine.model_runs == runs + 1 and near.stats.forward_passes >= 1
+    engine.forget()  # a benchmark's fresh start: nothing is reused
+    engine.complete(text.replace("d = 3", "d = 6"), 4, "python")
+    assert engine.model_runs == runs + 2
+
+
 def test_a_set_cancel_event_stops_the_run(parrot_checkpoint):
     engine = Engine(Settings(model=str(parrot_checkpoint), confidence_threshold=1.0))
     cancel = threading.Event()

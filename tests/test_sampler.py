@@ -146,6 +146,21 @@ def test_shifted_logits_read_the_position_before_each_slot():
     assert out.candidates[0].spans == [[10 + START - 1, 10 + START]]
 
 
+def test_a_delete_token_removes_its_slot_and_the_span_goes_on_after_it():
+    # DreamOn: eos in a slot deletes that slot; it does not end the span
+    spec = DlmSpec(mask_token_id=MASK, pad_token_id=EOS, eos_token_id=EOS,
+                   delete_token_id=EOS)
+    script = {START: 10, START + 1: EOS, START + 2: 12, START + 3: EOS}
+    out = sample(Scripted(lambda p, T, c: (script.get(p, EOS), 0.99)), spec,
+                 [PREFIX, 4, SUFFIX], SamplerConfig())
+    assert out.candidates[0].spans == [[10, 12]]
+    # without a delete token the same beliefs end the span at the first eos
+    ended = sample(Scripted(lambda p, T, c: (script.get(p, EOS), 0.99)),
+                   DlmSpec(mask_token_id=MASK, pad_token_id=EOS, eos_token_id=EOS),
+                   [PREFIX, 4, SUFFIX], SamplerConfig())
+    assert ended.candidates[0].spans == [[10]]
+
+
 def test_remasking_revises_a_token_the_model_stops_believing():
     def belief(p, T, call):
         k = p - START
@@ -251,3 +266,24 @@ def test_a_stop_token_is_kept_and_ends_its_span_so_the_run_stops_early():
     plain = sample(Scripted(belief), SPEC, [PREFIX, 8, SUFFIX], cfg)
     assert plain.candidates[0].spans[0][:2] == [10, NEWLINE]
     assert len(plain.candidates[0].spans[0]) == 8 and plain.forward_passes == 7
+
+
+def test_window_asks_logits_only_for_the_first_open_slots_of_each_span():
+    net = Scripted(words_then_eos(5))
+    out = sample(net, SPEC, [PREFIX, 8, SUFFIX, 6, [25]],
+                 SamplerConfig(threshold=0.9, window=2))
+    assert max(len(rows) for rows in net.asked) <= 4  # 2 per span
+    assert net.asked[0] == [3, 4, 13, 14]  # each span's first two slots
+    assert out.candidates[0].spans[0] == [10, 11, 12, 13, 14]
+    # the same tokens as without the window, in more passes
+    free = sample(Scripted(words_then_eos(5)), SPEC, [PREFIX, 8, SUFFIX, 6, [25]],
+                  SamplerConfig(threshold=0.9))
+    assert out.candidates[0].spans == free.candidates[0].spans
+    assert free.forward_passes < out.forward_passes
+
+
+def test_window_still_finishes_within_max_steps():
+    unsure = Scripted(lambda p, T, call: (10 + p, 0.2))
+    out = sample(unsure, SPEC, [PREFIX, 12, SUFFIX], SamplerConfig(window=2, max_steps=6))
+    assert out.steps <= 6
+    assert len(out.candidates[0].spans[0]) == 12

@@ -97,10 +97,9 @@ def score(infiller, cases: list[Case], **sampler: object) -> dict:  # noqa: ANN0
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from bench.infill import ARInfiller, DiffusionInfiller
+    from bench.infill import Infiller
     from dlm_lsp.config import Settings
     from dlm_lsp.engine import Engine
-    from dlm_lsp.model.checkpoint import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
@@ -115,9 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     cases = heldout_cases(args.corpus, args.n)
     settings = Settings(model=args.model, threads=args.threads)
     slots = dict(zip(("line", "block", "span"), args.slots, strict=True)) if args.slots else None
-    results = {"diffusion": score(DiffusionInfiller(Engine(settings), slots), cases)}
+    results = {"diffusion": score(Infiller(Engine(settings), "diffusion", slots), cases)}
     if args.ar:
-        results["ar"] = score(ARInfiller(load_checkpoint(args.ar), settings), cases)
+        ar = Settings(model=str(args.ar), threads=args.threads)
+        results["ar"] = score(Infiller(Engine(ar), "ar", slots), cases)
     print(json.dumps(results, indent=1))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

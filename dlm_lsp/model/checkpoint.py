@@ -2,12 +2,16 @@
 
 A checkpoint is ``config.json`` (transformers backbone config), ``model.safetensors``,
 ``tokenizer.json`` and ``dlm.json`` (the diffusion facts: mask/pad/eos/expand ids, whether
-logits are shifted). Only safetensors are read, so loading never runs code.
+logits are shifted). A published checkpoint without ``dlm.json`` (Dream, DiffuCoder, LLaDA,
+...) is read through its family's adapter (``families.py``). Only safetensors are read, so
+loading never runs code.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -41,7 +45,10 @@ class DlmSpec:
     pad_token_id: int
     eos_token_id: int
     expand_token_id: int | None = None  # DreamOn-style: one slot becomes two masks
+    delete_token_id: int | None = None  # DreamOn: removes its slot; then no token ends a span
     logits_shift: bool = False  # AR-adapted models predict token i from position i-1
+    block_size: int = 0  # > 0: block diffusion, causal across blocks of this many positions
+    fim_token_ids: list[int] | None = None  # block diffusion: prefix/suffix/middle sentinels
     max_context: int = 2048
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +70,9 @@ class LoadedModel:
     tokenizer: Tokenizer
     spec: DlmSpec
     device: torch.device
+    chat_template: str | None = None  # instruct checkpoints: used for Instant Edit
+    bos_token: str = ""  # what the chat template puts first, when it asks for bos_token
+    family: str | None = None  # the adapter that read a checkpoint without dlm.json
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -166,41 +176,152 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     raise ModelError(f"{path} has no model.safetensors (only safetensors are loaded)")
 
 
-def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
-    """Load a checkpoint directory; fp16/bf16 weights are upcast to fp32 on CPU."""
-    for name in ("config.json", "tokenizer.json"):
-        if not (path / name).is_file():
-            raise ModelError(f"{path} is not a checkpoint directory: {name} is missing")
-    if not (path / "dlm.json").is_file():
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp32 on CPU (bf16 matmuls are slow there), bf16 on CUDA, fp16 on MPS."""
+    if setting != "auto":
+        return DTYPES[setting]
+    return {"cpu": torch.float32, "mps": torch.float16}.get(device.type, torch.bfloat16)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes the device can still take, or None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def check_fits(n_params: int, dtype: torch.dtype, device: torch.device,
+               free: int | None) -> None:
+    """ModelError when the weights alone would not fit in the device's free memory."""
+    need = n_params * torch.finfo(dtype).bits // 8
+    if free is not None and need > 0.95 * free:
         raise ModelError(
-            f"{path} has no dlm.json, so its mask token and length handling are unknown. "
-            "Add a dlm.json as described in DESIGN.md."
-        )
+            f"the model needs {need / 2**30:.1f} GiB for its weights in {str(dtype)[6:]} but "
+            f"{device.type} has {free / 2**30:.1f} GiB free. Pick a smaller checkpoint, "
+            'a smaller "dtype" (bfloat16/float16), or another "device".')
+
+
+def _count_stored(path: Path) -> int:
+    """Parameters stored in the checkpoint's safetensors, read from their headers only."""
+    from safetensors import safe_open
+
+    files = [path / "model.safetensors"]
+    index = path / "model.safetensors.index.json"
+    if not files[0].is_file() and index.is_file():
+        files = [path / f for f in sorted(set(json.loads(index.read_text())["weight_map"]
+                                              .values()))]
+    total = 0
+    for f in files:
+        if f.is_file():
+            with safe_open(str(f), framework="pt") as st:
+                for key in st.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    total += math.prod(st.get_slice(key).get_shape())
+    return total
+
+
+def load_checkpoint(path: Path, device: str = "cpu", quantize: str = "none",
+                    dtype: str = "auto") -> LoadedModel:
+    """Load a checkpoint directory (or a published family's, through its adapter).
+
+    Weights are cast to `dtype` (``auto``: fp32 on CPU, bf16 on CUDA) as they are placed on
+    the device; a checkpoint that cannot fit in the device's free memory is refused with a
+    clear message before anything is read. ``quantize="int8"`` swaps the linear layers for
+    dynamic int8 ones on CPU (weights int8, activations quantised per call); on other
+    devices it is ignored.
+    """
+    from dlm_lsp.model import families
+
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a checkpoint directory: config.json is missing")
     hf_config = json.loads((path / "config.json").read_text())
-    if hf_config.get("model_type") not in ("qwen2", "llama"):
-        raise ModelError(f"unsupported backbone model_type {hf_config.get('model_type')!r}")
-    spec = DlmSpec.from_json(json.loads((path / "dlm.json").read_text()))
+    tokenizer = families.load_tokenizer(path)
+    family = None
+    if (path / "dlm.json").is_file():
+        spec = DlmSpec.from_json(json.loads((path / "dlm.json").read_text()))
+        if hf_config.get("model_type") not in ("qwen2", "llama"):
+            raise ModelError(f"unsupported backbone model_type {hf_config.get('model_type')!r}")
+    else:
+        family = families.detect(hf_config, families.read_json(path / "tokenizer_config.json"))
+        if family is None:
+            hint = (" It ships its own model code (auto_map), which dlm-lsp does not run."
+                    if hf_config.get("auto_map") else "")
+            raise ModelError(
+                f"{path} has no dlm.json and is not a known diffusion family "
+                f"({', '.join(f.name for f in families.FAMILIES)}), so its mask token and "
+                f"length handling are unknown.{hint} Add a dlm.json as described in DESIGN.md.")
+        spec = DlmSpec.from_json(families.spec_fields(family, hf_config, tokenizer))
+        hf_config = families.backbone_config(family, hf_config)
     cfg = DenoiserConfig.from_hf(hf_config)
+    cfg.block_size = spec.block_size
     dev = pick_device(device)
-    dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
-    model = Denoiser(cfg)
+    dt = pick_dtype(dtype, dev)
+    check_fits(_count_stored(path), dt, dev, free_memory(dev))
     weights = _read_weights(path)
+    if family is not None:
+        weights = families.rename_weights(family, weights)
+    try:
+        model = _build(cfg, weights, dev, dt)
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(f"out of {dev.type} memory while loading {path}: pick a smaller "
+                         'checkpoint, "dtype", or another "device"') from exc
+    if quantize == "int8" and dev.type == "cpu":
+        model = quantize_int8(model)
+    # "<mask>" typed in a buffer is text, not the mask token the sampler fills.
+    tokenizer.encode_special_tokens = True
+    if spec.mask_token_id >= cfg.vocab_size:
+        raise ModelError(f"mask_token_id {spec.mask_token_id} is outside the vocabulary")
+    return LoadedModel(path=path, denoiser=model, tokenizer=tokenizer, spec=spec, device=dev,
+                       chat_template=families.chat_template(path),
+                       bos_token=families.bos_token(path),
+                       family=family.name if family else None)
+
+
+def _build(cfg: DenoiserConfig, weights: dict[str, torch.Tensor], dev: torch.device,
+           dtype: torch.dtype) -> Denoiser:
+    """The denoiser with `weights` cast straight onto the device: no fp32 copy of a model
+    that runs in bf16, and one tensor converted at a time."""
+    with torch.device("meta"):
+        model = Denoiser(cfg)
     if cfg.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    state = {}
+    for key in list(weights):
+        state[key] = weights.pop(key).to(device=dev, dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_word_embeddings:  # the output layer is the embedding matrix
+        model.lm_head.weight = model.model.embed_tokens.weight
         missing = [m for m in missing if m != "lm_head.weight"]
     if missing or unexpected:
         raise ModelError(
             f"weights do not match config.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    model = model.to(device=dev, dtype=dtype).eval()
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    # "<mask>" typed in a buffer is text, not the mask token the sampler fills.
-    tokenizer.encode_special_tokens = True
-    if spec.mask_token_id >= cfg.vocab_size:
-        raise ModelError(f"mask_token_id {spec.mask_token_id} is outside the vocabulary")
-    return LoadedModel(path=path, denoiser=model, tokenizer=tokenizer, spec=spec, device=dev)
+    model.init_rope(dev)
+    return model.eval()
+
+
+def quantize_int8(model: Denoiser) -> Denoiser:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (inference only, CPU). If this torch
+    build cannot, the fp32 model is kept and a warning logged: slower, never broken."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                          dtype=torch.qint8)
+    except Exception as exc:  # e.g. a build without a quantised engine
+        logging.getLogger(__name__).warning("int8 quantisation unavailable (%r); fp32", exc)
+        return model
 
 
 def save_checkpoint(

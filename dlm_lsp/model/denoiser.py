@@ -37,6 +37,9 @@ class DenoiserConfig:
     max_position_embeddings: int = 4096
     attention_bias: bool = True  # Qwen2 has q/k/v biases, LLaMA has none
     tie_word_embeddings: bool = False
+    # > 0: block diffusion (Fast-dLLM v2): a position sees every position of its own block
+    # and the blocks before it, none after. Set from dlm.json, not from config.json.
+    block_size: int = 0
 
     @property
     def dim_head(self) -> int:
@@ -211,8 +214,13 @@ class Denoiser(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        hd = cfg.dim_head
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        self.init_rope()
+
+    def init_rope(self, device: torch.device | str | None = None) -> None:
+        """(Re)build the rotary frequencies, e.g. after weights were assigned from meta."""
+        hd = self.cfg.dim_head
+        inv_freq = 1.0 / (self.cfg.rope_theta
+                          ** (torch.arange(0, hd, 2, dtype=torch.float32, device=device) / hd))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._rope_len = 0
 
@@ -224,7 +232,7 @@ class Denoiser(nn.Module):
             freqs = torch.outer(t, self.inv_freq)
             emb = torch.cat((freqs, freqs), dim=-1)
             self._cos, self._sin, self._rope_len = emb.cos(), emb.sin(), n
-        dtype = self.lm_head.weight.dtype
+        dtype = self.model.embed_tokens.weight.dtype  # (a quantised lm_head has no .dtype)
         return self._cos[positions].to(dtype), self._sin[positions].to(dtype)
 
     def forward(
@@ -262,7 +270,7 @@ class Denoiser(nn.Module):
         if cache is not None and not cache.filled:
             assert T == len(positions) and int(positions[-1]) == T - 1, "full forward first"
         cos, sin = self._rope(positions)
-        mask = _attention_mask(positions, cache, causal, key_mask)
+        mask = _attention_mask(positions, cache, causal, key_mask, self.cfg.block_size)
         x = self.model.embed_tokens(ids)  # (B, T, C)
         for i, block in enumerate(self.model.layers):
             x = block(x, cos, sin, cache, i, positions, causal, mask)
@@ -270,13 +278,16 @@ class Denoiser(nn.Module):
 
 
 def _attention_mask(positions: torch.Tensor, cache: KVCache | None, causal: bool,
-                    key_mask: torch.Tensor | None) -> torch.Tensor | None:
+                    key_mask: torch.Tensor | None, block_size: int = 0) -> torch.Tensor | None:
     """None when SDPA's own modes suffice (no mask, or `is_causal` on a full forward)."""
     cached_step = cache is not None and cache.filled
     mask = None
     if causal and cached_step:
         keys = torch.arange(cache.length, device=positions.device)
         mask = keys[None, :] <= positions[:, None]  # (T, T_keys)
+    elif block_size > 0 and not causal:
+        keys = torch.arange(cache.length, device=positions.device) if cached_step else positions
+        mask = keys[None, :] // block_size <= positions[:, None] // block_size
     if key_mask is not None and not bool(key_mask.all()):
         mask = key_mask[:, None, None, :] if mask is None else mask & key_mask[:, None, None, :]
         if causal and not cached_step:
@@ -286,14 +297,19 @@ def _attention_mask(positions: torch.Tensor, cache: KVCache | None, causal: bool
 
 
 def count_parameters(model: Denoiser) -> tuple[int, int]:
-    """(total, non-embedding) parameter counts; tied weights are counted once."""
+    """(total, non-embedding) parameter counts; tied weights are counted once, and int8
+    linear layers (whose packed weights are not parameters) by their shapes."""
     seen: set[int] = set()
     total = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    emb = model.model.embed_tokens.weight.numel()
-    if not model.cfg.tie_word_embeddings:
-        emb += model.lm_head.weight.numel()
+    tied = model.cfg.tie_word_embeddings
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        packed = "quantized" in type(module).__module__ and hasattr(module, "in_features")
+        if packed and not (tied and name == "lm_head"):
+            total += module.in_features * module.out_features
+            total += module.out_features if module.bias() is not None else 0
+    emb = model.cfg.vocab_size * model.cfg.hidden_size * (1 if tied else 2)
     return total, total - emb

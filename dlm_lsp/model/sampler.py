@@ -10,10 +10,13 @@ end token (eos or pad): the slots after it become pad and are dropped from the o
 An end is only committed at the span's first open slot (content before it is written) and
 never at its first slot, so an unsure model cannot return an empty or truncated span. A
 caller can name stop tokens (single-line mode: line breaks) that end a span after
-themselves. If the
+themselves. With a window, each step looks at only the first few open slots of each span
+(semi-autoregressive, as LLaDA's blocks but sliding), which costs less on a CPU and loses
+little: far slots are rarely confident enough to commit. If the
 checkpoint has an expand token, committing it turns that slot into two masks (DreamOn), so a
-span can also grow. The first step is a full forward that fills the K/V cache; later steps
-recompute only the slots (Fast-dLLM dual cache) until enough of them changed to refresh.
+span can also grow; with a delete token (DreamOn's eos) a committed one removes its slot.
+The first step is a full forward that fills the K/V cache; later steps recompute only the
+slots (Fast-dLLM dual cache) until enough of them changed to refresh.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ class SamplerConfig:
     # Tokens that end their span after themselves (kept, later slots become pad): the
     # newline tokens in single-line mode, where nothing after the line is used.
     stop_ids: tuple[int, ...] = ()
+    # > 0: only the first `window` open slots of each span get logits and may be committed
+    # (LLaDA's semi-autoregressive blocks, sliding). Far slots are rarely confident, and
+    # their logits cost the most on CPU (the output layer is half the weights).
+    window: int = 0
 
 
 @dataclass
@@ -94,11 +101,27 @@ def sample(
     device = next(denoiser.parameters()).device
     B = max(1, cfg.candidates)
     x, span_of = _layout(pieces, spec.mask_token_id, B, device)  # (B, T), (T,)
-    conf = torch.zeros(x.shape, device=device)
-    remasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
     temps = torch.full((B,), cfg.temperature, device=device)
     if cfg.temperature == 0 and B > 1:
         temps[1:] = cfg.nbest_temperature
+    return decode_rows(denoiser, spec, x, span_of, cfg, temps, should_stop=should_stop)
+
+
+def decode_rows(
+    denoiser: Denoiser,
+    spec: DlmSpec,
+    x: torch.Tensor,  # (B, T) fixed tokens and masks, one row per candidate or request
+    span_of: torch.Tensor,  # (T,) span index per position, -1 for fixed tokens
+    cfg: SamplerConfig,
+    temps: torch.Tensor,  # (B,) temperature per row
+    key_mask: torch.Tensor | None = None,  # (B, T) False = padding no row attends to
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SampleResult:
+    """The decoding loop over prepared rows: :func:`sample` for one request, or several
+    requests padded to one layout (``batching.py``; no expand tokens there)."""
+    device = x.device
+    conf = torch.zeros(x.shape, device=device)
+    remasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
     cache: KVCache | None = None
@@ -115,25 +138,30 @@ def sample(
                 break
             if should_stop():
                 raise Cancelled()
-            # Logits only where they are used: masked slots (all slots when remasking).
+            # Logits only where they are used: masked slots (all slots when remasking),
+            # within the window (never narrower than this step's quota).
+            need = torch.ceil(masked.sum(1) / max(cfg.max_steps - steps, 1)).clamp(min=1)
             want = masked.any(0) if cfg.remask_threshold <= 0 else torch.ones_like(masked[0])
+            if cfg.window > 0:
+                width = max(cfg.window, int(need.max()))
+                want &= _leading(masked.any(0), span_of[slots], width)
             pos = slots[want]
             refresh = cache is None or changed > cfg.refresh_ratio * len(slots)
-            logits, cache = _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec)
+            logits, cache = _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec,
+                                     key_mask)
             nfe += 1
             _no_empty_spans(logits, pos, span_of, spec)
             if refresh:
                 changed = 0
-            tokens, probs = _propose(logits, temps, cfg.top_p, spec, gen, _can_expand(
-                span_of, cfg.max_span, spec))  # (B, P) each
+            tokens, probs = _propose(logits, temps, cfg.top_p, spec, gen, key_mask is None
+                                     and _can_expand(span_of, cfg.max_span, spec))  # (B, P)
 
             # Which masked slots to commit this step. A span's end (eos/pad) is only
             # committed at its first open slot, so an unsure model cannot close a span
             # before writing it; an end right after this step's content closes it at once.
             m = x[:, pos] == spec.mask_token_id
             before = x[:, slots].clone()
-            need = torch.ceil(m.sum(1) / max(cfg.max_steps - steps, 1)).clamp(min=1)
-            is_end = (tokens == spec.eos_token_id) | (tokens == spec.pad_token_id)
+            is_end = torch.isin(tokens, _ends(spec, device))
             eligible = m & (~is_end | _first_open(m, span_of[pos]))
             pick = _select(probs, eligible, cfg.threshold, need)
             pick |= _first_open(m & ~pick, span_of[pos]) & is_end & (probs >= cfg.threshold)
@@ -171,15 +199,17 @@ def _layout(pieces: Sequence[Piece], mask_id: int, B: int, device: torch.device)
     return x, torch.tensor(span_of, dtype=torch.long, device=device)
 
 
-def _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec):  # noqa: ANN001, ANN202
+def _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec, key_mask):  # noqa: ANN001, ANN202
     """Logits (B, P, V) for slot positions `pos`, by full forward or cached step."""
     rows = pos - 1 if spec.logits_shift else pos  # shifted models predict i from i-1
+    extra = {} if key_mask is None else {"key_mask": key_mask}
     if refresh or not cfg.use_cache:
         cache = KVCache() if cfg.use_cache else None
-        return denoiser(x, cache=cache, logits_at=rows), cache
+        return denoiser(x, cache=cache, logits_at=rows, **extra), cache
     recompute = torch.unique(torch.cat([slots, rows]))  # sorted
     local = torch.searchsorted(recompute, rows)
-    return denoiser(x[:, recompute], positions=recompute, cache=cache, logits_at=local), cache
+    return denoiser(x[:, recompute], positions=recompute, cache=cache, logits_at=local,
+                    **extra), cache
 
 
 def _can_expand(span_of: torch.Tensor, max_span: int, spec: DlmSpec) -> bool:
@@ -219,6 +249,13 @@ def _select(probs: torch.Tensor, eligible: torch.Tensor, threshold: float,
     return pick | (eligible & (ranks < need[:, None]))
 
 
+def _ends(spec: DlmSpec, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Tokens that end a span: eos and pad, or none when eos deletes its slot (DreamOn,
+    whose spans change length only by expand and delete tokens)."""
+    ids = [] if spec.delete_token_id is not None else [spec.eos_token_id, spec.pad_token_id]
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
 def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tensor,
                     spec: DlmSpec) -> None:
     """A span's first slot never ends it: an empty completion is no completion."""
@@ -226,6 +263,16 @@ def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tens
     starts = (span_of[pos] >= 0) & ((pos == 0) | (span_of[pos] != prev))
     logits[:, starts, spec.eos_token_id] = -math.inf
     logits[:, starts, spec.pad_token_id] = -math.inf
+
+
+def _leading(open_: torch.Tensor, span_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(S,) mask of the first `n` open slots of each span (slots in position order)."""
+    out = torch.zeros_like(open_)
+    for j in span_ids.unique().tolist():
+        cols = (span_ids == j).nonzero().squeeze(1)
+        sub = open_[cols]
+        out[cols] = sub & (sub.int().cumsum(0) <= n)
+    return out
 
 
 def _first_open(open_: torch.Tensor, span_ids: torch.Tensor) -> torch.Tensor:
@@ -244,7 +291,7 @@ def _remask(x, conf, remasked, pos, tokens, probs, pick, threshold, spec) -> Non
     # probability the current logits give to the token already there
     agree = tokens == cur
     p_cur = torch.where(agree, probs, torch.zeros_like(probs))
-    ends = (cur == spec.eos_token_id) | (cur == spec.pad_token_id)
+    ends = torch.isin(cur, _ends(spec, x.device))
     weak = (cur != spec.mask_token_id) & ~pick & ~ends & ~remasked[:, pos] & (p_cur < threshold)
     if weak.any():
         cols = pos.unsqueeze(0).expand_as(weak)[weak]
@@ -263,7 +310,7 @@ def _close_after_end(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec,
         if len(idx) == 0:
             continue
         seg = x[:, idx]
-        is_end = (seg == spec.eos_token_id) | (seg == spec.pad_token_id)
+        is_end = torch.isin(seg, _ends(spec, x.device))
         if stop is not None and len(stop):
             is_end |= torch.isin(seg, stop)
         seen = is_end.int().cummax(dim=1).values.bool()
@@ -275,6 +322,7 @@ def _close_after_end(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec,
 def _expand(x, conf, remasked, span_of, spec, cfg):  # noqa: ANN001, ANN202
     """Each committed expand token becomes two masks; other rows get a slot at the span's end."""
     B = x.shape[0]
+    ends = _ends(spec).tolist()
     rows_x, rows_c, rows_r = x.tolist(), conf.tolist(), remasked.tolist()
     spans = span_of.tolist()
     n_spans = max(spans) + 1
@@ -312,7 +360,7 @@ def _expand(x, conf, remasked, span_of, spec, cfg):  # noqa: ANN001, ANN202
             segs.append((seg_x, seg_c, seg_r))
         width = min(max(len(s[0]) for s in segs), max(cfg.max_span, end - t))
         for b, (seg_x, seg_c, seg_r) in enumerate(segs):
-            ended = any(tok in (spec.eos_token_id, spec.pad_token_id) for tok in seg_x)
+            ended = any(tok in ends for tok in seg_x)
             fill = spec.pad_token_id if ended else spec.mask_token_id
             extra = width - len(seg_x)
             new_x[b] += seg_x[:width] + [fill] * extra
@@ -333,7 +381,8 @@ def _expand(x, conf, remasked, span_of, spec, cfg):  # noqa: ANN001, ANN202
 def _collect(x: torch.Tensor, conf: torch.Tensor, span_of: torch.Tensor,
              spec: DlmSpec) -> list[Candidate]:
     """Per row and span: the tokens before the first end token, with their confidences."""
-    dropped = {spec.mask_token_id, spec.expand_token_id}
+    dropped = {spec.mask_token_id, spec.expand_token_id, spec.delete_token_id}
+    ends = _ends(spec).tolist()
     n_spans = int(span_of.max()) + 1 if len(span_of) else 0
     out = []
     for b in range(x.shape[0]):
@@ -342,7 +391,7 @@ def _collect(x: torch.Tensor, conf: torch.Tensor, span_of: torch.Tensor,
             idx = (span_of == j).nonzero().squeeze(1)
             toks, cs = [], []
             for tok, c in zip(x[b, idx].tolist(), conf[b, idx].tolist(), strict=True):
-                if tok in (spec.eos_token_id, spec.pad_token_id):
+                if tok in ends:
                     break
                 if tok not in dropped:
                     toks.append(tok)

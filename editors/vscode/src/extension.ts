@@ -44,9 +44,10 @@ export function findExecutable(command: string, envPath = process.env.PATH ?? ''
 export function serverSettings(config: vscode.WorkspaceConfiguration): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const key of [
-    'model', 'device', 'threads', 'contextTokens', 'maxTokens', 'maxBlockTokens', 'temperature',
-    'topP', 'confidenceThreshold', 'maxSteps', 'candidates', 'remaskThreshold', 'kvCache',
-    'debounceMs', 'languages', 'enabled', 'trustRemoteCode', 'backend', 'remote',
+    'model', 'device', 'dtype', 'threads', 'quantize', 'contextTokens', 'maxTokens',
+    'maxBlockTokens', 'temperature', 'topP', 'confidenceThreshold', 'maxSteps', 'lineSteps',
+    'candidates', 'remaskThreshold', 'kvCache', 'unmaskWindow', 'suffixReuseLines', 'debounceMs',
+    'languages', 'enabled', 'trustRemoteCode', 'backend', 'remote',
   ]) {
     const value = config.get(key);
     if (value !== undefined) {

@@ -1,0 +1,119 @@
+"""Left-to-right decoding for autoregressive checkpoints (the AR twin), behind the same API.
+
+A checkpoint whose ``dlm.json`` says ``training.objective: "ar"`` was trained causally on
+``<fim_prefix> P <fim_suffix> S <fim_middle> M <eos>`` rows. The engine runs it with
+:func:`sample_autoregressive` instead of the denoiser's sampler, so the server, the CLI and
+the benchmarks serve it exactly as they serve the denoiser: that is what makes the speed
+comparison in ``bench/`` fair. One forward pass per generated token, with a K/V cache.
+
+Each span is filled in turn, left to right: the prefix is everything before it (earlier
+spans already filled), the suffix is the fixed text up to the next span.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from dlm_lsp.model.checkpoint import DlmSpec, LoadedModel
+from dlm_lsp.model.denoiser import KVCache
+from dlm_lsp.model.sampler import Cancelled, Candidate, Piece, SamplerConfig, SampleResult
+
+FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+
+
+def is_autoregressive(spec: DlmSpec) -> bool:
+    """Whether a checkpoint was trained left to right (decoded here, not by the denoiser)."""
+    return spec.training.get("objective") == "ar"
+
+
+def fim_ids(model: LoadedModel) -> tuple[int, int, int]:
+    """Ids of the prefix/suffix/middle sentinels; ValueError if the tokenizer lacks them."""
+    ids = tuple(model.tokenizer.token_to_id(t) for t in FIM_TOKENS)
+    if any(i is None for i in ids):
+        raise ValueError(f"{model.path} has no FIM sentinels: not an AR twin checkpoint")
+    return ids  # type: ignore[return-value]
+
+
+def sample_autoregressive(
+    model: LoadedModel,
+    pieces: Sequence[Piece],
+    cfg: SamplerConfig,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SampleResult:
+    """Fill every span of `pieces` left to right; the result has the sampler's shape.
+
+    Row 0 is greedy when ``cfg.temperature`` is 0; further rows (``cfg.candidates``) sample
+    at ``cfg.nbest_temperature``, in the same batch.
+    """
+    B = max(1, cfg.candidates)
+    rows: list[list[list[int]]] = [[] for _ in range(B)]  # per row, the tokens of each span
+    passes = 0
+    before: list[int] = []
+    for i, piece in enumerate(pieces):
+        if not isinstance(piece, int):
+            before += list(piece)
+            continue
+        after = next((list(p) for p in pieces[i + 1:] if not isinstance(p, int)), [])
+        spans, n = _fill_span(model, before, after, piece, cfg, B, should_stop)
+        passes += n
+        for b in range(B):
+            rows[b].append(spans[b])
+        before += spans[0]
+    candidates = [Candidate(spans, [[1.0] * len(s) for s in spans]) for spans in rows]
+    tokens = sum(len(s) for s in rows[0])
+    return SampleResult(candidates, passes, passes, [1] * tokens)
+
+
+@torch.inference_mode()
+def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new: int,
+               cfg: SamplerConfig, B: int,
+               should_stop: Callable[[], bool]) -> tuple[list[list[int]], int]:
+    """(tokens per row, forward passes) for one middle of at most `max_new` tokens."""
+    fp, fs, fm = fim_ids(model)
+    prompt = [fp, *prefix, fs, *suffix, fm]
+    net, spec, device = model.denoiser, model.spec, model.device
+    n = len(prompt)
+    # One causal forward over the prompt fills the cache; the rows after it are room for the
+    # tokens still to come (causal masking keeps the prompt blind to them).
+    ids = torch.tensor([prompt + [spec.pad_token_id] * max_new] * B, device=device)
+    cache = KVCache()
+    logits = net(ids, cache=cache, causal=True, logits_at=torch.tensor([n - 1], device=device))
+    passes = 1
+    temps = torch.full((B,), float(cfg.temperature), device=device)
+    if cfg.temperature == 0 and B > 1:
+        temps[1:] = cfg.nbest_temperature
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    ends = torch.tensor([spec.eos_token_id, spec.pad_token_id], device=device)
+    stops = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
+    out = torch.full((B, max_new), spec.pad_token_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for i in range(max_new):
+        tok = _pick(logits[:, -1], temps, spec, gen)  # (B,)
+        ended = torch.isin(tok, ends)
+        out[:, i] = torch.where(done | ended, spec.pad_token_id, tok)
+        done |= ended | torch.isin(tok, stops)
+        if bool(done.all()) or i == max_new - 1:
+            break
+        if should_stop():
+            raise Cancelled()
+        pos = torch.tensor([n + i], device=device)
+        logits = net(tok[:, None], positions=pos, cache=cache, causal=True)
+        passes += 1
+    spans = [[t for t in row if t != spec.pad_token_id] for row in out.tolist()]
+    return spans, passes
+
+
+def _pick(logits: torch.Tensor, temps: torch.Tensor, spec: DlmSpec,
+          gen: torch.Generator) -> torch.Tensor:
+    """Greedy for rows at temperature 0, a tempered sample for the others."""
+    logits = logits.clone()
+    logits[:, spec.mask_token_id] = -math.inf
+    tokens = logits.argmax(-1)
+    for b in (temps > 0).nonzero().squeeze(1).tolist():
+        p = torch.softmax(logits[b] / temps[b], dim=-1)
+        tokens[b] = torch.multinomial(p, 1, generator=gen).squeeze(-1)
+    return tokens

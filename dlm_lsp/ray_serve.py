@@ -1,0 +1,109 @@
+"""The FIM API on Ray Serve: replicas on several GPUs or nodes, Ray's dynamic batching.
+
+    python -m dlm_lsp.ray_serve --model DIR --num-replicas 2 --num-gpus 1 [--port 8000]
+
+Scaling past one machine is Ray's job, not ours: each replica is a Serve deployment holding
+one model, serving the very app of ``serve-http`` (``fim_api.make_app``), and concurrent
+requests on a replica are gathered by ``@serve.batch`` into one denoising run
+(``model/batching.py``). Ray's HTTP proxy routes requests across replicas. Needs the
+``ray`` extra (``pip install "ray[serve]"``); see the README for a cluster example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from dlm_lsp.config import apply_settings
+from dlm_lsp.fim_api import Completion, FimParams, Limits, make_app
+from dlm_lsp.serve_http import LocalFimService, is_loopback
+
+
+class RayFimService:
+    """One replica's service: the local decoder behind a ``serve.batch`` queue."""
+
+    def __init__(self, settings: dict[str, Any], model_name: str, max_batch: int,
+                 wait_s: float):
+        from ray import serve
+
+        parsed, _ = apply_settings(settings)
+        self.local = LocalFimService(parsed, model_name)
+        self.model_name = model_name
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)
+        async def run(batch: list[FimParams]) -> list[Completion]:
+            self.local.stats.batches += 1
+            self.local.stats.requests += len(batch)
+            self.local.stats.largest = max(self.local.stats.largest, len(batch))
+            return await asyncio.to_thread(self.local.decode, batch)
+
+        self._run = run
+
+    async def complete(self, params: FimParams) -> Completion:
+        return await self._run(params)
+
+    def state(self) -> dict[str, Any]:
+        return self.local.state()
+
+
+def app_builder(settings: dict[str, Any], model_name: str, api_key: str | None,
+                limits: Limits, max_batch: int, wait_s: float) -> Callable[[], Any]:
+    """A function building the ASGI app on each replica (Ray calls it there)."""
+    def build() -> Any:
+        service = RayFimService(settings, model_name, max_batch, wait_s)
+        service.local.engine.load()  # the replica is ready when its model is
+        return make_app(service, api_key, limits)
+    return build
+
+
+def application(settings: dict[str, Any] | None = None, model_name: str = "dlm-embedded",
+                api_key: str | None = None, limits: Limits | None = None,
+                num_replicas: int = 1, num_gpus: float = 0, max_batch: int = 16,
+                wait_s: float = 0.005) -> Any:
+    """The Serve application (``serve.run`` it, or name it in a Serve config file)."""
+    from ray import serve
+
+    class DlmFim:
+        """A replica: its routes come from the ingress app."""
+
+    builder = app_builder(settings or {}, model_name, api_key, limits or Limits(),
+                          max_batch, wait_s)
+    deployment = serve.deployment(serve.ingress(builder)(DlmFim), name="dlm-fim",
+                                  num_replicas=num_replicas,
+                                  ray_actor_options={"num_gpus": num_gpus})
+    return deployment.bind()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import ray
+    from ray import serve
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--model-name", default="dlm-embedded")
+    ap.add_argument("--settings", default=None, help="JSON object of dlm settings")
+    ap.add_argument("--api-key-env", default="DLM_API_KEY")
+    ap.add_argument("--num-replicas", type=int, default=1)
+    ap.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica")
+    ap.add_argument("--max-batch", type=int, default=16)
+    args = ap.parse_args(argv)
+    key = os.environ.get(args.api_key_env) or None
+    if key is None and not is_loopback(args.host):
+        raise SystemExit(f"refusing to listen on {args.host} without an API key: set "
+                         f"{args.api_key_env}")
+    settings = {**json.loads(args.settings or "{}"), "model": args.model}
+    ray.init(address=args.address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(application(settings, args.model_name, key, Limits(), args.num_replicas,
+                          args.num_gpus, args.max_batch), route_prefix="/", blocking=True)
+
+
+if __name__ == "__main__":
+    main()
