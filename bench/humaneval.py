@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from pathlib import Path
 
 from tqdm import tqdm
@@ -98,13 +99,19 @@ def _run_tests(task: Task, middle: str, timeout: float) -> bool:
 
 
 def evaluate(infiller, tasks: list[Task], **sampler: object) -> dict:  # noqa: ANN001
-    """pass@1, forward passes per generated token, tokens/s and latency for one model."""
-    solved = passes_total = tokens = 0
+    """pass@1, forward passes per generated token, tokens/s and latency for one model; also
+    how often it answers at all (a candidate that survives the server's cuts) and the mean
+    character similarity to the canonical middle, which still move when pass@1 sits at a
+    handful of tasks (a weak model)."""
+    solved = passes_total = tokens = answered = 0
+    similarity = 0.0
     ms: list[float] = []
     for task in tqdm(tasks, desc=f"{infiller.name}/{tasks[0].kind}", leave=False):
         text, offset, mode = editor_view(task)
         out = infiller(text, offset, mode, **sampler)
         solved += passes(task, out.text)
+        answered += bool(out.text.strip())
+        similarity += SequenceMatcher(None, out.text.strip(), task.middle.strip()).ratio()
         passes_total += out.forward_passes
         tokens += out.generated_tokens
         ms.append(out.ms)
@@ -112,6 +119,8 @@ def evaluate(infiller, tasks: list[Task], **sampler: object) -> dict:  # noqa: A
     return {
         "n": len(tasks),
         "pass@1": round(100 * solved / len(tasks), 2),
+        "answered": round(100 * answered / len(tasks), 1),
+        "similarity": round(similarity / len(tasks), 3),
         "passes_per_token": round(passes_total / max(tokens, 1), 3),
         "tokens_per_s": round(tokens / (sum(ms) / 1e3), 1),
         "p50_ms": round(ms[len(ms) // 2], 1),

@@ -6,7 +6,10 @@ Runs HumanEval single-line tasks through the same Infiller as the benchmark with
 denoiser wrapped by a timer that also reads its outputs: time in full forwards (which fill
 the K/V cache), in cached steps and elsewhere (tokenising, sampling, post-processing), and,
 for every step, how many still-open slots the model is at least 0.9 / 0.5 / 0.3 sure of.
-Parallel decoding can only commit the slots above the threshold.
+Parallel decoding can only commit the slots above the threshold. It also reads, at the
+first pass, how often each slot of the window proposes an end token: the sampler commits an
+end only at a span's first open slot, so a model that proposes ends everywhere past the
+next few slots can only grow its span from the left.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ class TimedDenoiser(nn.Module):
         t0 = time.perf_counter()
         logits = self.inner(ids, positions=positions, cache=cache, **kw)
         ms = (time.perf_counter() - t0) * 1e3
-        top = torch.softmax(logits[0].float(), dim=-1).max(-1).values  # row 0, per slot
-        self.calls.append({"full": full, "ms": ms, "top": top.tolist()})
+        top, arg = torch.softmax(logits[0].float(), dim=-1).max(-1)  # row 0, per slot
+        self.calls.append({"full": full, "ms": ms, "top": top.tolist(), "arg": arg.tolist()})
         return logits
 
 
@@ -54,6 +57,8 @@ def profile(infiller: Infiller, tasks: list[Task]) -> dict[str, Any]:
     timed = TimedDenoiser(inner)
     model.denoiser = timed  # type: ignore[assignment]
     total_ms, full_ms, step_ms, steps, over = [], [], [], [], {lv: [] for lv in LEVELS}
+    ends = {model.spec.eos_token_id, model.spec.pad_token_id}
+    first_ends: list[list[bool]] = []  # first pass, slots of the window in order
     try:
         for task in tqdm(tasks, desc="profile", leave=False):
             timed.calls.clear()
@@ -64,6 +69,8 @@ def profile(infiller: Infiller, tasks: list[Task]) -> dict[str, Any]:
             cached = [c["ms"] for c in timed.calls if not c["full"]]
             step_ms.extend(cached)
             steps.append(len(timed.calls))
+            if timed.calls:
+                first_ends.append([a in ends for a in timed.calls[0]["arg"]])
             for c in timed.calls:
                 for lv in LEVELS:
                     over[lv].append(sum(p >= lv for p in c["top"]))
@@ -85,6 +92,10 @@ def profile(infiller: Infiller, tasks: list[Task]) -> dict[str, Any]:
         # per forward pass: open slots whose best token has at least this probability
         "open_slots_at_least": {str(lv): round(statistics.mean(v), 2) for lv, v in over.items()},
         "passes_with_2plus_over_0.9": round(sum(n >= 2 for n in over[0.9]) / len(over[0.9]), 3),
+        # first pass: share of requests whose slot k (0 = the cursor) proposes an end token
+        "first_pass_end_share_by_slot": [
+            round(statistics.mean(row[k] for row in first_ends if len(row) > k), 3)
+            for k in range(max(map(len, first_ends), default=0))],
     }
 
 

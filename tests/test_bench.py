@@ -173,6 +173,28 @@ def test_targets_count_step_budgets_as_parallel_settings_too():
     assert (versus_ar["value"], versus_ar["met"]) == (150, True)
 
 
+def test_targets_do_not_count_a_setting_whose_answers_drift_from_the_truth():
+    from bench.report import targets
+
+    def pt(th, pass1, sim, tpp, tps):
+        return {"threshold": th, "pass@1": pass1, "similarity": sim,
+                "tokens_per_pass": tpp, "tokens_per_s": tps}
+
+    result = {
+        "lsp": {"diffusion": {"line": {"p50_ms": 100.0, "p95_ms": 200.0}}},
+        # same pass@1 everywhere; 0.3 is more parallel but its answers are further off
+        "curve": [pt(1.0, 2.0, 0.20, 1.0, 50), pt(0.5, 2.0, 0.195, 1.5, 80),
+                  pt(0.3, 2.0, 0.12, 3.5, 200)],
+        "quality": {"diffusion": {"single": pt(0.9, 2.0, 0.20, 1.2, 60)},
+                    "ar": {"single": {"pass@1": 2.0, "similarity": 0.19,
+                                      "tokens_per_s": 70.0}}},
+    }
+    parallel, versus_ar = targets(result)[2:]
+    assert (parallel["value"], parallel["met"]) == (1.5, False)
+    assert (versus_ar["value"], versus_ar["met"]) == (80, True)
+    assert "similarity >= 0.190" in parallel["target"]
+
+
 def test_gpu_timings_run_at_a_tiny_shape_on_cpu():
     from bench.gpu import TINY, run
 
@@ -207,6 +229,8 @@ def test_benchmark_suite_writes_json_markdown_and_plot_with_consistent_verdicts(
     assert result["lsp"]["diffusion"]["line"]["requests"] == 2
     assert result["lsp"]["ar"]["block"]["requests"] == 2
     assert "skipped" in result["gpu"] or "step_7b_shape" in result["gpu"]
+    share = result["profile"]["first_pass_end_share_by_slot"]
+    assert share and all(0 <= v <= 1 for v in share)
     p50 = result["lsp"]["diffusion"]["line"]["p50_ms"]
     assert result["targets"][0]["met"] == (p50 <= 150)
     md = (tmp_path / "RESULTS.md").read_text()

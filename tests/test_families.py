@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from dlm_lsp.model.checkpoint import ModelError, check_fits, load_checkpoint
-from dlm_lsp.model.families import FAMILIES, markdown_table
+from dlm_lsp.model.families import FAMILIES, byte_level_bpe, markdown_table
 from dlm_lsp.model.random_checkpoint import make_family_checkpoint
 
 # family -> (mask, eos, pad, shift, expand, delete, block size, mask token text)
@@ -75,6 +75,26 @@ def _hf_qwen2(path, config):
 
 def _ids(n=70, seed=1):
     return torch.randint(0, 5000, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def test_qwen2_slow_tokenizer_files_tokenize_as_transformers_qwen2_tokenizer(tmp_path):
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    merges = [("d", "e"), ("de", "f"), ("Ġ", "Ġ"), ("ĠĠ", "ĠĠ"), ("r", "e"), ("re", "t")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    ours = byte_level_bpe(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    ref = Qwen2Tokenizer(vocab=vocab, merges=merges)
+    for text in ["def f(x):\n    return x  # héllo", "a's  b\r\n\n\tc 123 😀 ret"]:
+        ids = ours.encode(text).ids
+        assert ids == ref(text)["input_ids"]
+        assert ours.decode(ids) == text
+
 
 
 @pytest.mark.parametrize("name", ["dream", "dreamon", "open-dcoder", "fast-dllm-v2"])

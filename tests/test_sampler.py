@@ -244,6 +244,15 @@ def test_an_unsure_model_cannot_close_a_span_before_writing_it():
     assert out.candidates[0].spans == [[10, 11, 12]]
 
 
+def test_the_step_budget_forces_content_but_never_an_end_so_such_a_span_takes_longer():
+    """The embedded model proposes an end everywhere past its next slot or two; forcing
+    those ends to meet `max_steps` would close spans unwritten, so the budget yields."""
+    out = sample(WritesAfterItsLeft(), SPEC, [PREFIX, 8, SUFFIX],
+                 SamplerConfig(threshold=0.9, max_steps=2, use_cache=False))
+    assert out.candidates[0].spans == [[10, 11, 12]]
+    assert out.steps == 4  # a word a step, then its end: twice the budget
+
+
 def test_a_span_is_never_empty_even_when_the_model_wants_to_end_at_once():
     out = sample(Scripted(lambda p, T, call: (EOS, 0.99)), SPEC, [PREFIX, 4, SUFFIX],
                  SamplerConfig())

@@ -19,7 +19,14 @@ import torch
 
 from dlm_lsp.model.checkpoint import DlmSpec, LoadedModel
 from dlm_lsp.model.denoiser import KVCache
-from dlm_lsp.model.sampler import Cancelled, Candidate, Piece, SamplerConfig, SampleResult
+from dlm_lsp.model.sampler import (
+    Cancelled,
+    Candidate,
+    Piece,
+    SamplerConfig,
+    SampleResult,
+    fill_spans_in_turn,
+)
 
 FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
 
@@ -51,17 +58,16 @@ def sample_autoregressive(
     B = max(1, cfg.candidates)
     rows: list[list[list[int]]] = [[] for _ in range(B)]  # per row, the tokens of each span
     passes = 0
-    before: list[int] = []
-    for i, piece in enumerate(pieces):
-        if not isinstance(piece, int):
-            before += list(piece)
-            continue
-        after = next((list(p) for p in pieces[i + 1:] if not isinstance(p, int)), [])
-        spans, n = _fill_span(model, before, after, piece, cfg, B, should_stop)
-        passes += n
+
+    def fill(before: list[int], after: list[int], n: int) -> list[int]:
+        nonlocal passes
+        spans, used = _fill_span(model, before, after, n, cfg, B, should_stop)
+        passes += used
         for b in range(B):
             rows[b].append(spans[b])
-        before += spans[0]
+        return spans[0]
+
+    fill_spans_in_turn(pieces, fill)
     candidates = [Candidate(spans, [[1.0] * len(s) for s in spans]) for spans in rows]
     tokens = sum(len(s) for s in rows[0])
     return SampleResult(candidates, passes, passes, [1] * tokens)

@@ -15,7 +15,14 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from dlm_lsp.model.checkpoint import LoadedModel
-from dlm_lsp.model.sampler import Candidate, Piece, SamplerConfig, SampleResult, sample
+from dlm_lsp.model.sampler import (
+    Candidate,
+    Piece,
+    SamplerConfig,
+    SampleResult,
+    fill_spans_in_turn,
+    sample,
+)
 
 
 def is_block_diffusion(model: LoadedModel) -> bool:
@@ -40,20 +47,19 @@ def sample_blocks(
     confs: list[list[list[float]]] = [[] for _ in range(B)]
     passes = steps = 0
     history: list[int] = []
-    before: list[int] = []
-    for i, piece in enumerate(pieces):
-        if not isinstance(piece, int):
-            before += list(piece)
-            continue
-        after = next((list(p) for p in pieces[i + 1:] if not isinstance(p, int)), [])
+
+    def fill(before: list[int], after: list[int], n: int) -> list[int]:
+        nonlocal passes, steps
         prompt = [fp, *before, fs, *after, fm]
-        result = sample(model.denoiser, spec, [prompt, piece], cfg, should_stop=should_stop)
+        result = sample(model.denoiser, spec, [prompt, n], cfg, should_stop=should_stop)
         passes += result.forward_passes
         steps += result.steps
-        history += result.history
+        history.extend(result.history)
         for b, cand in enumerate(result.candidates):
             rows[b].append(cand.spans[0])
             confs[b].append(cand.confidences[0])
-        before += result.candidates[0].spans[0]
+        return result.candidates[0].spans[0]
+
+    fill_spans_in_turn(pieces, fill)
     return SampleResult([Candidate(s, c) for s, c in zip(rows, confs, strict=True)],
                         passes, steps, history)

@@ -136,25 +136,46 @@ def read_json(path: Path) -> Config:
 
 
 # -- tokenizer -------------------------------------------------------------------------------
+# Qwen2's pre-tokenizer split, as in its tokenizer.json (and transformers' Qwen2 converter).
+QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+               r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
+def byte_level_bpe(vocab_file: Path, merges_file: Path) -> Tokenizer:
+    """Qwen2's byte-level BPE from its slow files, built with `tokenizers` alone."""
+    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
+
+    vocab = read_json(vocab_file)
+    merges = [tuple(line.split(" ", 1)) for line in merges_file.read_text("utf-8").splitlines()
+              if line and not line.startswith("#version")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
 def load_tokenizer(path: Path) -> Tokenizer:
-    """``tokenizer.json``, or a byte-level BPE built from ``vocab.json`` + ``merges.txt``
-    (Qwen2's slow files) by transformers' converter, plus the added tokens of
-    ``tokenizer_config.json``; never a tokenizer class shipped with the checkpoint."""
+    """``tokenizer.json``, or Qwen2's byte-level BPE from ``vocab.json`` + ``merges.txt``
+    plus the added tokens of ``tokenizer_config.json``; never a tokenizer class shipped
+    with the checkpoint."""
     if (path / "tokenizer.json").is_file():
         return Tokenizer.from_file(str(path / "tokenizer.json"))
     if not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
         from dlm_lsp.model.checkpoint import ModelError
 
         raise ModelError(f"{path} has no tokenizer.json (nor vocab.json + merges.txt)")
-    from transformers import Qwen2Tokenizer
-
-    tok = Qwen2Tokenizer(vocab_file=str(path / "vocab.json"),
-                         merges_file=str(path / "merges.txt")).backend_tokenizer
+    tok = byte_level_bpe(path / "vocab.json", path / "merges.txt")
     added = read_json(path / "tokenizer_config.json").get("added_tokens_decoder") or {}
     for i, entry in sorted(added.items(), key=lambda kv: int(kv[0])):
         if tok.token_to_id(entry["content"]) is None:
-            while tok.get_vocab_size() < int(i):  # keep later ids where the config puts them
-                tok.add_special_tokens([f"<|dlm_lsp_unused_{tok.get_vocab_size()}|>"])
+            gap = int(i) - tok.get_vocab_size()
+            if gap > 0:  # keep later ids where the config puts them
+                base = tok.get_vocab_size()
+                tok.add_special_tokens([f"<|dlm_lsp_unused_{base + k}|>" for k in range(gap)])
             token = AddedToken(entry["content"], special=bool(entry.get("special", True)))
             got = tok.add_special_tokens([token]) if token.special else tok.add_tokens([token])
             if got and tok.token_to_id(entry["content"]) != int(i):

@@ -3,7 +3,9 @@
 The input is a list of pieces: token lists that stay fixed (prefix, code between holes,
 suffix) and integers, each the number of masked slots of one span. Every step runs the
 denoiser once, proposes a token for every masked slot, and commits those whose confidence
-reaches the threshold (at least one per row, and enough to finish within ``max_steps``).
+reaches the threshold (at least one per row, and enough to finish within ``max_steps``
+if every slot took content: an end is never forced, so a span whose model proposes ends
+past its next slot can take more steps).
 
 The length of a span is not known in advance. A span ends where the model commits an
 end token (eos or pad): the slots after it become pad and are dropped from the output.
@@ -42,7 +44,7 @@ class SamplerConfig:
     threshold: float = 0.9  # commit every slot this confident; >= 1.0 commits one per step
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    max_steps: int = 64  # hard bound on steps (more slots per step when needed)
+    max_steps: int = 64  # step budget: forces more content slots per step (never an end)
     candidates: int = 1  # rows decoded together in one batch: the n-best list
     nbest_temperature: float = 0.8  # rows after the first, when temperature is 0
     remask_threshold: float = 0.0  # > 0: re-mask committed tokens whose probability fell below
@@ -88,6 +90,21 @@ class SampleResult:
 
 
 Piece = Sequence[int] | int
+
+
+def fill_spans_in_turn(pieces: Sequence[Piece],
+                       fill: Callable[[list[int], list[int], int], list[int]]) -> None:
+    """For decoders that write one span at a time (the AR twin, block diffusion): call
+    ``fill(before, after, n)`` for each span of `n` slots, left to right, where `before` is
+    all text up to the span (earlier spans as `fill` returned them) and `after` the fixed
+    piece right after it."""
+    before: list[int] = []
+    for i, piece in enumerate(pieces):
+        if not isinstance(piece, int):
+            before = before + list(piece)
+            continue
+        after = next((list(p) for p in pieces[i + 1:] if not isinstance(p, int)), [])
+        before = before + fill(before, after, piece)
 
 
 def sample(
