@@ -268,3 +268,13 @@ def test_a_silent_server_times_out_with_the_setting_named():
     client = RemoteClient(RemoteSettings(url=silent.url, timeout_ms=300))
     with pytest.raises(ModelError, match="300 ms"):
         client.fim("x = ", "", 4, 0.0)
+
+
+def test_the_burst_benchmark_reports_batched_and_unbatched_runs(parrot_checkpoint):
+    from bench.serve_burst import _requests, burst
+
+    prompts = _requests(3)
+    one, batched = (burst(str(parrot_checkpoint), mb, prompts) for mb in (1, 8))
+    assert one["requests"] == batched["requests"] == 3
+    assert one["largest_batch"] == 1 and one["batches"] == 3
+    assert batched["batches"] <= 3 and one["wall_s"] > 0
