@@ -120,38 +120,34 @@ def instant_edit(
     ctx = build_context(text, start, model.encode, budget, end=end,
                         comment=comment_prefix(language))
     prefix = ctx.prefix
-    if instruction and instruction.strip() and model.chat_template:
-        return _chat_edit(engine, model, text, language, start, end, instruction, slots,
+    instruction = " ".join((instruction or "").split())  # one line, for a comment or a turn
+    if instruction and model.chat_template:
+        raw = _chat_reply(engine, model, language, instruction, selected, slots,
                           ctx.prefix, ctx.suffix, cancel)
-    if instruction and instruction.strip():
-        cut = prefix.rfind("\n") + 1  # start of the selection's first line
-        indent = prefix[cut:][: len(prefix[cut:]) - len(prefix[cut:].lstrip(" \t"))]
-        note = f"{indent}{comment_prefix(language)} {' '.join(instruction.split())}\n"
-        prefix = prefix[:cut] + note + prefix[cut:]
-    prefix_ids = model.encode(prefix)[-budget:]
+    else:
+        if instruction:
+            cut = prefix.rfind("\n") + 1  # start of the selection's first line
+            indent = prefix[cut:][: len(prefix[cut:]) - len(prefix[cut:].lstrip(" \t"))]
+            note = f"{indent}{comment_prefix(language)} {instruction}\n"
+            prefix = prefix[:cut] + note + prefix[cut:]
+        prefix_ids = model.encode(prefix)[-budget:]
+        result, _ = engine.run([prefix_ids, slots, ctx.suffix_ids], cancel)
+        raw = model.decode(result.candidates[0].spans[0])
     multiline = "\n" in selected.strip("\n")
-    result, _ = engine.run([prefix_ids, slots, ctx.suffix_ids], cancel)
-    raw = model.decode(result.candidates[0].spans[0])
     new = raw.rstrip() if multiline else first_line(raw).strip()
     errors, baseline = insertion_checker(text, start, end, language)
     kept = trim_until_parses(new, errors, baseline, block=multiline)
     return Edit(start, end, kept) if kept is not None else None
 
 
-def _chat_edit(engine: Engine, model: LoadedModel, text: str, language: str | None,
-               start: int, end: int, instruction: str, slots: int, before: str, after: str,
-               cancel: threading.Event | None) -> Edit | None:
+def _chat_reply(engine: Engine, model: LoadedModel, language: str | None, instruction: str,
+                selected: str, slots: int, before: str, after: str,
+                cancel: threading.Event | None) -> str:
     """Instant Edit for an instruct checkpoint: the request is a user turn of its chat
-    template and the answer is the span after the assistant header."""
-    selected = text[start:end]
+    template, and the new code is the reply after the assistant header, out of its fence."""
     prompt = chat_ids(model, edit_request(instruction, language, before, selected, after))
     result, _ = engine.run([prompt, slots + 8], cancel)  # room for the reply's code fence
-    new = unfence(model.decode(result.candidates[0].spans[0]))
-    multiline = "\n" in selected.strip("\n")
-    new = new.rstrip() if multiline else first_line(new).strip()
-    errors, baseline = insertion_checker(text, start, end, language)
-    kept = trim_until_parses(new, errors, baseline, block=multiline)
-    return Edit(start, end, kept) if kept is not None else None
+    return unfence(model.decode(result.candidates[0].spans[0]))
 
 
 def repair(

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
 from dlm_lsp.config import apply_settings
 from dlm_lsp.fim_api import Completion, FimParams, Limits, make_app
-from dlm_lsp.serve_http import LocalFimService, is_loopback
+from dlm_lsp.serve_http import LocalFimService, api_key
 
 
 class RayFimService:
@@ -36,9 +35,7 @@ class RayFimService:
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)
         async def run(batch: list[FimParams]) -> list[Completion]:
-            self.local.stats.batches += 1
-            self.local.stats.requests += len(batch)
-            self.local.stats.largest = max(self.local.stats.largest, len(batch))
+            self.local.stats.record(len(batch))
             return await asyncio.to_thread(self.local.decode, batch)
 
         self._run = run
@@ -94,10 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica")
     ap.add_argument("--max-batch", type=int, default=16)
     args = ap.parse_args(argv)
-    key = os.environ.get(args.api_key_env) or None
-    if key is None and not is_loopback(args.host):
-        raise SystemExit(f"refusing to listen on {args.host} without an API key: set "
-                         f"{args.api_key_env}")
+    key = api_key(args.host, args.api_key_env)
     settings = {**json.loads(args.settings or "{}"), "model": args.model}
     ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})

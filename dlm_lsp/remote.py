@@ -29,7 +29,14 @@ from tokenizers import Tokenizer
 from dlm_lsp.config import RemoteSettings, Settings
 from dlm_lsp.engine import Engine, Progress, RunStats
 from dlm_lsp.model.checkpoint import EMBEDDED_DIR, DlmSpec, LoadedModel, ModelError
-from dlm_lsp.model.sampler import Cancelled, Candidate, Piece, SamplerConfig, SampleResult
+from dlm_lsp.model.sampler import (
+    Cancelled,
+    Candidate,
+    Piece,
+    SamplerConfig,
+    SampleResult,
+    fill_spans_in_turn,
+)
 
 REMOTE_CONTEXT = 32768  # a remote model's window: the contextTokens setting is the limit
 
@@ -157,21 +164,21 @@ class RemoteEngine(Engine):
         cfg = cfg or self.sampler_config()
         t0 = time.perf_counter()
         spans: list[list[int]] = []
-        before, generated, prompt_tokens = "", 0, 0
-        for i, piece in enumerate(pieces):
-            if not isinstance(piece, int):
-                before += model.decode(list(piece))
-                continue
-            after = next((model.decode(list(p)) for p in pieces[i + 1:]
-                          if not isinstance(p, int)), "")
-            body = self.client.fim(before, after, piece, cfg.temperature, cancel)
+        generated = prompt_tokens = 0
+
+        def fill(before: list[int], after: list[int], n: int) -> list[int]:
+            nonlocal generated, prompt_tokens
+            body = self.client.fim(model.decode(before), model.decode(after), n,
+                                   cfg.temperature, cancel)
             choice = (body.get("choices") or [{}])[0]
             text = choice.get("text") if isinstance(choice.get("text"), str) else ""
             usage = body.get("usage") or {}
             generated += int(usage.get("completion_tokens") or 0)
             prompt_tokens += int(usage.get("prompt_tokens") or 0)
             spans.append(model.encode(text))
-            before += text
+            return spans[-1]
+
+        fill_spans_in_turn(pieces, fill)
         self.model_runs += 1
         result = SampleResult([Candidate(spans, [[1.0] * len(s) for s in spans])], 0, 0)
         stats = RunStats(0, 0, generated, prompt_tokens, (time.perf_counter() - t0) * 1e3,

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dlm_lsp.config import Settings
@@ -35,7 +35,12 @@ class BatchStats:
     batches: int = 0
     requests: int = 0
     largest: int = 0
-    sizes: list[int] = field(default_factory=list)
+
+    def record(self, size: int) -> None:
+        """One denoising run of `size` requests."""
+        self.batches += 1
+        self.requests += size
+        self.largest = max(self.largest, size)
 
 
 class LocalFimService:
@@ -95,10 +100,7 @@ class LocalFimService:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            self.stats.batches += 1
-            self.stats.requests += len(live)
-            self.stats.largest = max(self.stats.largest, len(live))
-            self.stats.sizes.append(len(live))
+            self.stats.record(len(live))
             for (_, fut), completion in zip(live, done, strict=True):
                 if not fut.done():
                     fut.set_result(completion)
@@ -149,12 +151,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=Limits.timeout_s)
 
 
+def api_key(host: str, env: str) -> str | None:
+    """The bearer key from `env`; SystemExit when there is none and `host` is not loopback."""
+    key = os.environ.get(env) or None
+    if key is None and not is_loopback(host):
+        raise SystemExit(f"refusing to listen on {host} without an API key: set "
+                         f"{env} (clients send it as a bearer token)")
+    return key
+
+
 def build(args: argparse.Namespace, settings: Settings) -> tuple[Any, LocalFimService]:
     """The Starlette app and its service; SystemExit with a message on an unsafe setup."""
-    key = os.environ.get(args.api_key_env) or None
-    if key is None and not is_loopback(args.host):
-        raise SystemExit(f"refusing to listen on {args.host} without an API key: set "
-                         f"{args.api_key_env} (clients send it as a bearer token)")
+    key = api_key(args.host, args.api_key_env)
     service = LocalFimService(settings, args.model_name, args.max_batch, args.batch_window_ms)
     limits = Limits(args.max_body_bytes, args.max_tokens, args.timeout_s)
 

@@ -244,14 +244,15 @@ def load_checkpoint(path: Path, device: str = "cpu", quantize: str = "none",
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} is not a checkpoint directory: config.json is missing")
     hf_config = json.loads((path / "config.json").read_text())
-    tokenizer = families.load_tokenizer(path)
+    tok_cfg = families.read_json(path / "tokenizer_config.json")
+    tokenizer = families.load_tokenizer(path, tok_cfg)
     family = None
     if (path / "dlm.json").is_file():
         spec = DlmSpec.from_json(json.loads((path / "dlm.json").read_text()))
         if hf_config.get("model_type") not in ("qwen2", "llama"):
             raise ModelError(f"unsupported backbone model_type {hf_config.get('model_type')!r}")
     else:
-        family = families.detect(hf_config, families.read_json(path / "tokenizer_config.json"))
+        family = families.detect(hf_config, tok_cfg)
         if family is None:
             hint = (" It ships its own model code (auto_map), which dlm-lsp does not run."
                     if hf_config.get("auto_map") else "")
@@ -281,8 +282,8 @@ def load_checkpoint(path: Path, device: str = "cpu", quantize: str = "none",
     if spec.mask_token_id >= cfg.vocab_size:
         raise ModelError(f"mask_token_id {spec.mask_token_id} is outside the vocabulary")
     return LoadedModel(path=path, denoiser=model, tokenizer=tokenizer, spec=spec, device=dev,
-                       chat_template=families.chat_template(path),
-                       bos_token=families.bos_token(path),
+                       chat_template=families.chat_template(path, tok_cfg),
+                       bos_token=families.bos_token(tok_cfg),
                        family=family.name if family else None)
 
 

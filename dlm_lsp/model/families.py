@@ -158,10 +158,10 @@ def byte_level_bpe(vocab_file: Path, merges_file: Path) -> Tokenizer:
     return tok
 
 
-def load_tokenizer(path: Path) -> Tokenizer:
+def load_tokenizer(path: Path, tok_cfg: Config) -> Tokenizer:
     """``tokenizer.json``, or Qwen2's byte-level BPE from ``vocab.json`` + ``merges.txt``
-    plus the added tokens of ``tokenizer_config.json``; never a tokenizer class shipped
-    with the checkpoint."""
+    plus the added tokens of `tok_cfg` (``tokenizer_config.json``); never a tokenizer class
+    shipped with the checkpoint."""
     if (path / "tokenizer.json").is_file():
         return Tokenizer.from_file(str(path / "tokenizer.json"))
     if not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
@@ -169,7 +169,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
         raise ModelError(f"{path} has no tokenizer.json (nor vocab.json + merges.txt)")
     tok = byte_level_bpe(path / "vocab.json", path / "merges.txt")
-    added = read_json(path / "tokenizer_config.json").get("added_tokens_decoder") or {}
+    added = tok_cfg.get("added_tokens_decoder") or {}
     for i, entry in sorted(added.items(), key=lambda kv: int(kv[0])):
         if tok.token_to_id(entry["content"]) is None:
             gap = int(i) - tok.get_vocab_size()
@@ -258,18 +258,18 @@ def rename_weights(fam: Family, weights: dict[str, torch.Tensor]) -> dict[str, t
     return out
 
 
-def chat_template(path: Path) -> str | None:
+def chat_template(path: Path, tok_cfg: Config) -> str | None:
     """The checkpoint's chat template (instruct checkpoints), if it has one."""
     jinja = path / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text()
-    template = read_json(path / "tokenizer_config.json").get("chat_template")
+    template = tok_cfg.get("chat_template")
     return template if isinstance(template, str) else None
 
 
-def bos_token(path: Path) -> str:
+def bos_token(tok_cfg: Config) -> str:
     """The text chat templates put first (``bos_token`` of tokenizer_config.json)."""
-    bos = read_json(path / "tokenizer_config.json").get("bos_token")
+    bos = tok_cfg.get("bos_token")
     return (bos.get("content", "") if isinstance(bos, dict) else bos) or ""
 
 

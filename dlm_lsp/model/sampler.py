@@ -146,6 +146,7 @@ def decode_rows(
     nfe = steps = 0
     history: list[int] = []
     stop = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
+    ends = _ends(spec, device)
 
     with torch.inference_mode():
         while True:
@@ -178,7 +179,7 @@ def decode_rows(
             # before writing it; an end right after this step's content closes it at once.
             m = x[:, pos] == spec.mask_token_id
             before = x[:, slots].clone()
-            is_end = torch.isin(tokens, _ends(spec, device))
+            is_end = torch.isin(tokens, ends)
             eligible = m & (~is_end | _first_open(m, span_of[pos]))
             pick = _select(probs, eligible, cfg.threshold, need)
             pick |= _first_open(m & ~pick, span_of[pos]) & is_end & (probs >= cfg.threshold)
@@ -283,23 +284,19 @@ def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tens
 
 
 def _leading(open_: torch.Tensor, span_ids: torch.Tensor, n: int) -> torch.Tensor:
-    """(S,) mask of the first `n` open slots of each span (slots in position order)."""
+    """Mask of the first `n` open slots of each span along the last dimension of `open_`
+    ((S,) or (B, P); slots in position order, `span_ids` their span per column)."""
     out = torch.zeros_like(open_)
     for j in span_ids.unique().tolist():
         cols = (span_ids == j).nonzero().squeeze(1)
-        sub = open_[cols]
-        out[cols] = sub & (sub.int().cumsum(0) <= n)
+        sub = open_[..., cols]
+        out[..., cols] = sub & (sub.int().cumsum(-1) <= n)
     return out
 
 
 def _first_open(open_: torch.Tensor, span_ids: torch.Tensor) -> torch.Tensor:
     """(B, P) mask of the first open slot of each span, for slots in position order."""
-    out = torch.zeros_like(open_)
-    for j in span_ids.unique().tolist():
-        cols = (span_ids == j).nonzero().squeeze(1)
-        sub = open_[:, cols]
-        out[:, cols] = sub & (sub.int().cumsum(1) == 1)
-    return out
+    return _leading(open_, span_ids, 1)
 
 
 def _remask(x, conf, remasked, pos, tokens, probs, pick, threshold, spec) -> None:  # noqa: ANN001
@@ -322,14 +319,15 @@ def _close_after_end(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec,
                      stop: torch.Tensor | None = None) -> None:
     """In each span, every slot after a committed end token (eos/pad, or a `stop` token,
     which is itself kept) becomes pad."""
+    closing = _ends(spec, x.device)
+    if stop is not None:
+        closing = torch.cat([closing, stop])
     for j in range(int(span_of.max()) + 1 if len(span_of) else 0):
         idx = (span_of == j).nonzero().squeeze(1)
         if len(idx) == 0:
             continue
         seg = x[:, idx]
-        is_end = torch.isin(seg, _ends(spec, x.device))
-        if stop is not None and len(stop):
-            is_end |= torch.isin(seg, stop)
+        is_end = torch.isin(seg, closing)
         seen = is_end.int().cummax(dim=1).values.bool()
         after = torch.zeros_like(seen)
         after[:, 1:] = seen[:, :-1]
