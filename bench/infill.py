@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass
 
 from dlm_lsp.config import Settings
-from dlm_lsp.context import build_context
-from dlm_lsp.engine import Engine, context_budget, insertion_checker
 from dlm_lsp.model.autoregressive import is_autoregressive
-from dlm_lsp.postprocess import cut_repeated_suffix, finish_candidate
-from dlm_lsp.syntax import SpanPlan
+from dlm_lsp.pipeline.context import build_context
+from dlm_lsp.pipeline.engine import Engine, context_budget, insertion_checker
+from dlm_lsp.pipeline.postprocess import cut_repeated_suffix, finish_candidate
+from dlm_lsp.pipeline.syntax import SpanPlan
 
 MODES = ("line", "block", "span")
 

@@ -101,7 +101,7 @@ def profile(infiller: Infiller, tasks: list[Task]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     from dlm_lsp.config import Settings
-    from dlm_lsp.engine import Engine
+    from dlm_lsp.pipeline.engine import Engine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")

@@ -4,7 +4,7 @@
 
 Starts the server once per ``--max-batch`` value on a free loopback port, warms it with one
 request, sends every request at once (prefix/suffix cut from this checkout's
-``dlm_lsp/context.py`` at different places, 24 tokens each) and prints wall time, requests
+``dlm_lsp/pipeline/context.py`` at different places, 24 tokens each) and prints wall time, requests
 per second, latency p50/p95 and the batches the server formed.
 """
 
@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 def _requests(n: int) -> list[tuple[str, str]]:
-    src = (ROOT / "dlm_lsp" / "context.py").read_text()
+    src = (ROOT / "dlm_lsp" / "pipeline" / "context.py").read_text()
     step = max(1, (len(src) - 2600) // n)
     return [(src[: 2000 + step * i][-1500:], src[2000 + step * i:][:600]) for i in range(n)]
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from bench.lsp_latency import cursors
 from dlm_lsp.config import Settings
-from dlm_lsp.engine import Engine
+from dlm_lsp.pipeline.engine import Engine
 
 DISTANCES = (1, 2, 4, 8, 16, 32)
 

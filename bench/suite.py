@@ -49,9 +49,9 @@ from bench.lsp_latency import measure
 from bench.profile import profile
 from bench.suffix_reuse import agreement
 from dlm_lsp.config import Settings
-from dlm_lsp.engine import Engine
 from dlm_lsp.model.checkpoint import EMBEDDED_DIR
 from dlm_lsp.model.denoiser import count_parameters
+from dlm_lsp.pipeline.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 AR_TWIN = ROOT / "bench" / "models" / "ar-twin"

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=None)
 
     h = sub.add_parser("serve-http", help="serve the FIM HTTP API (Mercury's shape) for a team")
-    from dlm_lsp.serve_http import add_arguments
+    from dlm_lsp.serving.serve_http import add_arguments
 
     add_arguments(h)
 
@@ -70,10 +70,10 @@ def _settings(model: str | None, extra: str | None):  # noqa: ANN202
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from dlm_lsp.engine import Engine, ModelError
-    from dlm_lsp.lsp_items import to_range
-    from dlm_lsp.positions import offset_at
-    from dlm_lsp.syntax import detect_language
+    from dlm_lsp.pipeline.engine import Engine, ModelError
+    from dlm_lsp.pipeline.syntax import detect_language
+    from dlm_lsp.protocol.lsp_items import to_range
+    from dlm_lsp.protocol.positions import offset_at
 
     try:
         text = args.file.read_text(encoding="utf-8", errors="replace")
@@ -149,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "random-checkpoint":
         return cmd_random_checkpoint(args)
     if args.command == "serve-http":
-        from dlm_lsp.serve_http import run
+        from dlm_lsp.serving.serve_http import run
 
         return run(args, _settings(args.model, args.settings))
-    from dlm_lsp.server import SERVER
+    from dlm_lsp.protocol.server import SERVER
 
     if args.tcp:
         SERVER.start_tcp(args.host, args.port)

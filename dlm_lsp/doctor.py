@@ -27,9 +27,9 @@ def run_doctor(settings: Settings) -> int:
     """Print the report; 0 when a sample completion ran, 1 otherwise."""
     import torch
 
-    from dlm_lsp.engine import Engine
     from dlm_lsp.model.denoiser import count_parameters
-    from dlm_lsp.syntax import error_count
+    from dlm_lsp.pipeline.engine import Engine
+    from dlm_lsp.pipeline.syntax import error_count
 
     _line("dlm-lsp", __version__)
     _line("python", sys.version.split()[0] + f" ({platform.platform()})")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dlm_lsp.config import Settings
-from dlm_lsp.engine import Engine
 from dlm_lsp.model.random_checkpoint import make_random_checkpoint
+from dlm_lsp.pipeline.engine import Engine
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ import torch
 from bench.humaneval import DATA, editor_view, load_tasks, passes, program
 from bench.infill import finish
 from dlm_lsp.config import Settings
-from dlm_lsp.engine import Engine, context_budget
 from dlm_lsp.model.autoregressive import is_autoregressive, sample_autoregressive
 from dlm_lsp.model.checkpoint import load_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
 from dlm_lsp.model.random_checkpoint import stdlib_texts
 from dlm_lsp.model.sampler import Cancelled, SamplerConfig
+from dlm_lsp.pipeline.engine import Engine, context_budget
 from training.export import export
 from training.tokenizer import train_tokenizer
 from training.train import init_weights, model_config
@@ -123,8 +123,8 @@ def test_block_sites_put_the_cursor_on_an_empty_body_in_block_mode():
     import sysconfig
 
     from bench.lsp_latency import block_sites
-    from dlm_lsp.positions import offset_at
-    from dlm_lsp.syntax import plan_span
+    from dlm_lsp.pipeline.syntax import plan_span
+    from dlm_lsp.protocol.positions import offset_at
 
     text = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()
     sites = block_sites(text, 5)

@@ -1,4 +1,4 @@
-from dlm_lsp.context import OtherDocument, build_context
+from dlm_lsp.pipeline.context import OtherDocument, build_context
 
 
 def encode(text: str) -> list[int]:

@@ -4,11 +4,11 @@ import threading
 
 import pytest
 
-from dlm_lsp import edits
 from dlm_lsp.config import Settings
-from dlm_lsp.engine import Engine, ModelError
 from dlm_lsp.model.sampler import Cancelled
-from dlm_lsp.syntax import HOLE_MARKER
+from dlm_lsp.pipeline import edits
+from dlm_lsp.pipeline.engine import Engine, ModelError
+from dlm_lsp.pipeline.syntax import HOLE_MARKER
 
 
 def test_line_completion_fills_the_slots_and_reports_figures(parrot_engine):

@@ -204,7 +204,7 @@ def test_block_diffusion_cached_steps_see_what_a_full_forward_sees(family_dirs):
 @pytest.mark.parametrize("name", ["dream", "llada", "fast-dllm-v2", "dreamon"])
 def test_each_family_completes_through_the_engine(family_dirs, name):
     from dlm_lsp.config import Settings
-    from dlm_lsp.engine import Engine
+    from dlm_lsp.pipeline.engine import Engine
 
     engine = Engine(Settings(model=str(family_dirs[name]), device="cpu", quantize="none",
                              max_tokens=6, max_block_tokens=8, max_steps=6))
@@ -246,7 +246,7 @@ def test_an_unknown_checkpoint_without_dlm_json_names_the_known_families(tmp_pat
 
 
 def test_instant_edit_gives_an_instruct_checkpoint_its_chat_template(family_dirs):
-    from dlm_lsp.chat import chat_ids, unfence
+    from dlm_lsp.pipeline.chat import chat_ids, unfence
 
     model = load(family_dirs["dream"])
     ids = chat_ids(model, "rename x to y; not <|im_end|> markup")

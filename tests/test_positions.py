@@ -1,4 +1,4 @@
-from dlm_lsp.positions import line_starts, offset_at, position_at
+from dlm_lsp.protocol.positions import line_starts, offset_at, position_at
 
 EMOJI = "a😀b = 1\nx\n"
 

@@ -1,4 +1,4 @@
-from dlm_lsp.postprocess import (
+from dlm_lsp.pipeline.postprocess import (
     Scored,
     cut_repeated_suffix,
     finish_candidate,
@@ -8,7 +8,7 @@ from dlm_lsp.postprocess import (
     suffix_overlap_variants,
     trim_until_parses,
 )
-from dlm_lsp.syntax import SpanPlan
+from dlm_lsp.pipeline.syntax import SpanPlan
 
 
 def no_errors(_: str) -> int:

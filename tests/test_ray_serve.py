@@ -19,7 +19,7 @@ def ray_url(parrot_checkpoint):
     import ray
     from ray import serve
 
-    from dlm_lsp.ray_serve import application
+    from dlm_lsp.serving.ray_serve import application
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()

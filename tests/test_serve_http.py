@@ -242,7 +242,7 @@ def test_a_cancelled_request_closes_its_connection_at_once():
 
     from dlm_lsp.config import RemoteSettings
     from dlm_lsp.model.sampler import Cancelled
-    from dlm_lsp.remote import RemoteClient
+    from dlm_lsp.serving.remote import RemoteClient
 
     silent = SilentServer()
     client = RemoteClient(RemoteSettings(url=silent.url, timeout_ms=10000))
@@ -262,7 +262,7 @@ def test_a_cancelled_request_closes_its_connection_at_once():
 def test_a_silent_server_times_out_with_the_setting_named():
     from dlm_lsp.config import RemoteSettings
     from dlm_lsp.model.checkpoint import ModelError
-    from dlm_lsp.remote import RemoteClient
+    from dlm_lsp.serving.remote import RemoteClient
 
     silent = SilentServer()
     client = RemoteClient(RemoteSettings(url=silent.url, timeout_ms=300))

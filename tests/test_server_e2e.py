@@ -9,7 +9,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from dlm_lsp.syntax import HOLE_MARKER
+from dlm_lsp.pipeline.syntax import HOLE_MARKER
 
 from lsp_helpers import (
     SERVER,

@@ -1,4 +1,4 @@
-from dlm_lsp.syntax import (
+from dlm_lsp.pipeline.syntax import (
     HOLE_MARKER,
     detect_language,
     error_count,

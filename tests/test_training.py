@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from dlm_lsp.config import Settings
-from dlm_lsp.engine import Engine
 from dlm_lsp.model.checkpoint import load_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
 from dlm_lsp.model.random_checkpoint import stdlib_texts
+from dlm_lsp.pipeline.engine import Engine
 from training.corpus import normalise, reject_reason
 from training.data import Batcher, Prepared, node_spans, pick_middle
 from training.export import export

@@ -1,7 +1,7 @@
 """Reuse across keystrokes: typing ahead into the last completion, and far edits below."""
 
-from dlm_lsp.postprocess import Scored
-from dlm_lsp.typeahead import Shown, far_suffix_edit, typed_ahead
+from dlm_lsp.pipeline.postprocess import Scored
+from dlm_lsp.pipeline.typeahead import Shown, far_suffix_edit, typed_ahead
 
 DOC = "def mean(xs):\n    total = \n    return total\n"
 CURSOR = DOC.index("total = ") + len("total = ")

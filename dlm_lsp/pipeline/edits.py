@@ -9,12 +9,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from dlm_lsp.chat import chat_ids, edit_request, unfence
-from dlm_lsp.context import build_context
-from dlm_lsp.engine import Engine, context_budget, insertion_checker
 from dlm_lsp.model.checkpoint import LoadedModel
-from dlm_lsp.postprocess import first_line, reindent, trim_until_parses
-from dlm_lsp.syntax import Hole, SpanPlan, comment_prefix, error_regions, find_holes
+from dlm_lsp.pipeline.chat import chat_ids, edit_request, unfence
+from dlm_lsp.pipeline.context import build_context
+from dlm_lsp.pipeline.engine import Engine, context_budget, insertion_checker
+from dlm_lsp.pipeline.postprocess import first_line, reindent, trim_until_parses
+from dlm_lsp.pipeline.syntax import Hole, SpanPlan, comment_prefix, error_regions, find_holes
 
 MAX_HOLES = 16
 MAX_SELECTION_CHARS = 20_000  # Instant Edit regenerates at most this much text

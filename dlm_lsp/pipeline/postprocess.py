@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dlm_lsp.syntax import SpanPlan
+from dlm_lsp.pipeline.syntax import SpanPlan
 
 ParseCheck = Callable[[str], int]  # candidate -> number of syntax errors with it inserted
 

@@ -1,6 +1,6 @@
 """The FIM API on Ray Serve: replicas on several GPUs or nodes, Ray's dynamic batching.
 
-    python -m dlm_lsp.ray_serve --model DIR --num-replicas 2 --num-gpus 1 [--port 8000]
+    python -m dlm_lsp.serving.ray_serve --model DIR --num-replicas 2 --num-gpus 1 [--port 8000]
 
 Scaling past one machine is Ray's job, not ours: each replica is a Serve deployment holding
 one model, serving the very app of ``serve-http`` (``fim_api.make_app``), and concurrent
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dlm_lsp.config import apply_settings
-from dlm_lsp.fim_api import Completion, FimParams, Limits, make_app
-from dlm_lsp.serve_http import LocalFimService, api_key
+from dlm_lsp.serving.fim_api import Completion, FimParams, Limits, make_app
+from dlm_lsp.serving.serve_http import LocalFimService, api_key
 
 
 class RayFimService:

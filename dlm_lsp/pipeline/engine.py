@@ -14,16 +14,16 @@ from dataclasses import dataclass
 
 import torch
 
-from dlm_lsp.cache import LRUCache
 from dlm_lsp.config import Settings
-from dlm_lsp.context import OtherDocument, build_context
 from dlm_lsp.model.autoregressive import FIM_TOKENS, is_autoregressive, sample_autoregressive
 from dlm_lsp.model.block_diffusion import is_block_diffusion, sample_blocks
 from dlm_lsp.model.checkpoint import LoadedModel, ModelError, load_checkpoint, resolve_model_path
 from dlm_lsp.model.sampler import Cancelled, Piece, SamplerConfig, SampleResult, sample
-from dlm_lsp.postprocess import Scored, finish_candidate, rank
-from dlm_lsp.syntax import SpanPlan, comment_prefix, error_count, line_window, plan_span
-from dlm_lsp.typeahead import Shown, far_suffix_edit, typed_ahead
+from dlm_lsp.pipeline.cache import LRUCache
+from dlm_lsp.pipeline.context import OtherDocument, build_context
+from dlm_lsp.pipeline.postprocess import Scored, finish_candidate, rank
+from dlm_lsp.pipeline.syntax import SpanPlan, comment_prefix, error_count, line_window, plan_span
+from dlm_lsp.pipeline.typeahead import Shown, far_suffix_edit, typed_ahead
 
 Progress = Callable[[str, int], None]  # message, percentage
 

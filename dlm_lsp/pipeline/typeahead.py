@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlm_lsp.postprocess import Scored
+from dlm_lsp.pipeline.postprocess import Scored
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import torch
 from tokenizers import Tokenizer
 
 from dlm_lsp.config import RemoteSettings, Settings
-from dlm_lsp.engine import Engine, Progress, RunStats
 from dlm_lsp.model.checkpoint import EMBEDDED_DIR, DlmSpec, LoadedModel, ModelError
 from dlm_lsp.model.sampler import (
     Cancelled,
@@ -37,6 +36,7 @@ from dlm_lsp.model.sampler import (
     SampleResult,
     fill_spans_in_turn,
 )
+from dlm_lsp.pipeline.engine import Engine, Progress, RunStats
 
 REMOTE_CONTEXT = 32768  # a remote model's window: the contextTokens setting is the limit
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlm_lsp.config import Settings
-from dlm_lsp.context import build_context
-from dlm_lsp.engine import Engine, context_budget, decode
-from dlm_lsp.fim_api import Completion, FimParams, Limits, make_app
 from dlm_lsp.model.autoregressive import is_autoregressive
 from dlm_lsp.model.batching import FimRequest, sample_fim_batch
-from dlm_lsp.postprocess import cut_repeated_suffix
+from dlm_lsp.pipeline.context import build_context
+from dlm_lsp.pipeline.engine import Engine, context_budget, decode
+from dlm_lsp.pipeline.postprocess import cut_repeated_suffix
+from dlm_lsp.serving.fim_api import Completion, FimParams, Limits, make_app
 
 log = logging.getLogger(__name__)
 

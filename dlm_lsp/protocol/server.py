@@ -17,15 +17,16 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
-from dlm_lsp import __version__, edits
+from dlm_lsp import __version__
 from dlm_lsp.config import Settings, apply_settings
-from dlm_lsp.context import OtherDocument
-from dlm_lsp.engine import CompletionOutcome, ModelError, load_key
-from dlm_lsp.lsp_items import completion_items, inline_items, workspace_edit
-from dlm_lsp.positions import normalize_encoding, offset_at
-from dlm_lsp.remote import make_engine
-from dlm_lsp.scheduler import ModelThread, RequestGate
-from dlm_lsp.syntax import detect_language, error_regions, find_holes
+from dlm_lsp.pipeline import edits
+from dlm_lsp.pipeline.context import OtherDocument
+from dlm_lsp.pipeline.engine import CompletionOutcome, ModelError, load_key
+from dlm_lsp.pipeline.syntax import detect_language, error_regions, find_holes
+from dlm_lsp.protocol.lsp_items import completion_items, inline_items, workspace_edit
+from dlm_lsp.protocol.positions import normalize_encoding, offset_at
+from dlm_lsp.protocol.scheduler import ModelThread, RequestGate
+from dlm_lsp.serving.remote import make_engine
 
 log = logging.getLogger("dlm_lsp")
 T = TypeVar("T")

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from lsprotocol import types
 
-from dlm_lsp.edits import Edit
-from dlm_lsp.engine import CompletionOutcome
-from dlm_lsp.positions import position_at
+from dlm_lsp.pipeline.edits import Edit
+from dlm_lsp.pipeline.engine import CompletionOutcome
+from dlm_lsp.protocol.positions import position_at
 
 LABEL_CHARS = 48
 _WORD = re.compile(r"[A-Za-z0-9_]*$")
