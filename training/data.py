@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import multiprocessing
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from training.objective import (
 from training.tokenizer import train_tokenizer
 
 MAX_MIDDLE_TOKENS = 95  # the server's block budget is 96 slots (one left for <eos>)
+END_WEIGHT = 2.0  # loss weight of a middle's <eos> slot (see objective.infill_row)
 MIDDLE_KINDS = (("line_rest", 0.3), ("lines", 0.3), ("node", 0.25), ("random_span", 0.15))
 
 
@@ -64,11 +67,13 @@ def node_spans(text: str, max_chars: int = 800) -> list[tuple[int, int]]:
     return spans
 
 
-def pick_middle(text: str, spans: list[tuple[int, int]], rng: random.Random) -> tuple[int, int]:
+def pick_middle(text: str, spans: Sequence[Sequence[int]],
+                rng: random.Random) -> tuple[int, int]:
     """A middle [start, end) of one of the kinds an editor asks for."""
     kind = rng.choices([k for k, _ in MIDDLE_KINDS], [w for _, w in MIDDLE_KINDS])[0]
-    if kind == "node" and spans:
-        return spans[rng.randrange(len(spans))]
+    if kind == "node" and len(spans):
+        a, b = spans[rng.randrange(len(spans))]
+        return int(a), int(b)
     line_starts = [0] + [m.end() for m in re.finditer("\n", text) if m.end() < len(text)]
     i = rng.randrange(len(line_starts))
     start = line_starts[i]
@@ -93,8 +98,8 @@ def pick_middle(text: str, spans: list[tuple[int, int]], rng: random.Random) -> 
 class Prepared:
     tokenizer: Tokenizer
     texts: list[str]
-    tokens: np.ndarray  # all train files, <eos> after each
-    spans: list[list[tuple[int, int]]]
+    tokens: np.ndarray  # all train files, <eos> after each (a uint16 memmap for the train split)
+    spans: list[np.ndarray]  # per file: (n, 2) character offsets of its syntax nodes
 
     @property
     def specials(self) -> Specials:
@@ -103,30 +108,44 @@ class Prepared:
                         t("<fim_suffix>"), t("<fim_middle>"))
 
 
-def prepare(corpus: Path, out: Path, vocab_size: int = 8192,
+def prepare(corpus: Path, out: Path, vocab_size: int = 8192, tokenizer: Path | None = None,
             tokenizer_bytes: int = 30_000_000) -> None:
-    """Train the tokenizer and write ``tokenizer.json``, ``tokens.npy``, ``spans.json``."""
-    rows = read_split(corpus, "train")
-    texts = [r["text"] for r in rows]
-    rng = random.Random(0)
-    sample, size = [], 0
-    for text in rng.sample(texts, len(texts)):
-        if size > tokenizer_bytes:
-            break
-        sample.append(text)
-        size += len(text)
-    tok = train_tokenizer(sample, vocab_size)
+    """Write ``tokenizer.json``, ``tokens.bin`` (uint16), ``spans.npy`` + ``span_starts.npy``.
+
+    With `tokenizer`, that tokenizer is reused (a model trained with it can go on training);
+    otherwise one is learnt from a sample of the train split.
+    """
+    texts = [r["text"] for r in read_split(corpus, "train")]
+    if tokenizer is not None:
+        tok = Tokenizer.from_file(str(tokenizer))
+    else:
+        rng = random.Random(0)
+        sample, size = [], 0
+        for text in rng.sample(texts, len(texts)):
+            if size > tokenizer_bytes:
+                break
+            sample.append(text)
+            size += len(text)
+        tok = train_tokenizer(sample, vocab_size)
+    tok.encode_special_tokens = True  # "<mask>" in source code is text
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     eos = tok.token_to_id("<eos>")
-    stream: list[np.ndarray] = []
-    for i in tqdm(range(0, len(texts), 256), desc="tokenize"):
-        for enc in tok.encode_batch(texts[i:i + 256], add_special_tokens=False):
-            stream.append(np.asarray(enc.ids + [eos], dtype=np.uint16))
-    np.save(out / "tokens.npy", np.concatenate(stream))
-    spans = [node_spans(t) for t in tqdm(texts, desc="ast spans")]
-    (out / "spans.json").write_text(json.dumps(spans))
-    (out / "corpus.json").write_text(json.dumps({"corpus": str(corpus), "files": len(texts)}))
+    n_tokens = 0
+    with open(out / "tokens.bin", "wb") as f:
+        for i in tqdm(range(0, len(texts), 256), desc="tokenize", unit_scale=256, unit="file"):
+            for enc in tok.encode_batch(texts[i:i + 256], add_special_tokens=False):
+                arr = np.asarray(enc.ids + [eos], dtype=np.uint16)
+                f.write(arr.tobytes())
+                n_tokens += len(arr)
+    with multiprocessing.Pool() as pool:  # ast.parse is the slow part: one process per core
+        found = pool.imap(node_spans, texts, chunksize=64)
+        spans = [np.asarray(f, dtype=np.int32).reshape(-1, 2)
+                 for f in tqdm(found, total=len(texts), desc="ast spans", unit="file")]
+    np.save(out / "spans.npy", np.concatenate(spans))
+    np.save(out / "span_starts.npy", np.cumsum([0] + [len(s) for s in spans]))
+    (out / "corpus.json").write_text(json.dumps({"corpus": str(corpus), "files": len(texts),
+                                                 "tokens": n_tokens}))
 
 
 def load_prepared(data: Path, corpus: Path, split: str = "train") -> Prepared:
@@ -135,24 +154,30 @@ def load_prepared(data: Path, corpus: Path, split: str = "train") -> Prepared:
     tok.encode_special_tokens = True
     texts = [r["text"] for r in read_split(corpus, split)]
     if split == "train":
-        spans = [[tuple(s) for s in f] for f in json.loads((data / "spans.json").read_text())]
-        return Prepared(tok, texts, np.load(data / "tokens.npy", mmap_mode="r"), spans)
+        flat = np.load(data / "spans.npy", mmap_mode="r")  # shared page cache across ranks
+        starts = np.load(data / "span_starts.npy")
+        spans = [flat[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        return Prepared(tok, texts, np.memmap(data / "tokens.bin", dtype=np.uint16, mode="r"),
+                        spans)
     eos = tok.token_to_id("<eos>")
     ids = [i for enc in tok.encode_batch(texts, add_special_tokens=False) for i in enc.ids + [eos]]
-    return Prepared(tok, texts, np.asarray(ids, dtype=np.uint16), [node_spans(t) for t in texts])
+    spans = [np.asarray(node_spans(t), dtype=np.int32).reshape(-1, 2) for t in texts]
+    return Prepared(tok, texts, np.asarray(ids, dtype=np.uint16), spans)
 
 
 class Batcher:
     """Draws training rows for ``objective`` "diffusion" (with ``mechanism``) or "ar"."""
 
     def __init__(self, data: Prepared, objective: str, mechanism: str = "eos",
-                 seq_len: int = 576, infill_rate: float = 0.5, seed: int = 0):
+                 seq_len: int = 576, infill_rate: float = 0.5, seed: int = 0,
+                 fixed_length: bool = False):
         self.data, self.objective, self.mechanism = data, objective, mechanism
         self.seq_len, self.infill_rate = seq_len, infill_rate
+        self.fixed_length = fixed_length  # pad every batch to seq_len (one compiled shape)
         self.sp = data.specials
         self.rng = random.Random(seed)
-        lengths = np.array([len(t) for t in data.texts], dtype=np.float64)
-        self.weights = (lengths / lengths.sum()).tolist()
+        # files are drawn in proportion to their length: one draw is a binary search
+        self.cum_chars = np.cumsum([len(t) for t in data.texts])
 
     def encode(self, text: str) -> list[int]:
         return self.data.tokenizer.encode(text, add_special_tokens=False).ids
@@ -164,11 +189,12 @@ class Batcher:
     def _fim_parts(self) -> tuple[list[int], list[int], list[int]]:
         rng = self.rng
         for _ in range(20):
-            f = rng.choices(range(len(self.data.texts)), self.weights)[0]
+            f = int(np.searchsorted(self.cum_chars, rng.random() * self.cum_chars[-1],
+                                    side="right"))
             text = self.data.texts[f]
             a, b = pick_middle(text, self.data.spans[f], rng)
             middle = self.encode(text[a:b])
-            if 1 <= len(middle) <= MAX_MIDDLE_TOKENS:
+            if 1 <= len(middle) <= min(MAX_MIDDLE_TOKENS, self.seq_len // 2 - 1):
                 chars = 8 * self.seq_len
                 prefix = self.encode(text[max(0, a - chars):a])
                 suffix = self.encode(text[b:b + chars])
@@ -189,14 +215,16 @@ class Batcher:
         if not infill:
             return diffusion_row(self._window(T), sp, rng)
         prefix, middle, suffix = self._fim_parts()
-        slots = choose_slots(len(middle), self.mechanism, rng)
+        # at most half the row: short rows (tests) still fit their context and slots
+        slots = min(choose_slots(len(middle), self.mechanism, rng),
+                    max(len(middle) + 1, self.seq_len // 2))
         prefix, suffix = fit_context(prefix, suffix, T - slots, rng)
-        return infill_row(prefix, middle, suffix, slots, self.mechanism, sp, rng)
+        return infill_row(prefix, middle, suffix, slots, self.mechanism, sp, rng, END_WEIGHT)
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
         """`size` rows padded to the longest: ids, targets, weights, key_mask, scored."""
         rows = [self.row() for _ in range(size)]
-        n = max(len(r.ids) for r in rows)
+        n = self.seq_len if self.fixed_length else max(len(r.ids) for r in rows)
         ids = torch.full((size, n), self.sp.pad, dtype=torch.long)
         targets = torch.full((size, n), IGNORE, dtype=torch.long)
         weights = torch.zeros((size, n))
@@ -217,8 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
     ap.add_argument("--out", type=Path, default=Path("runs/data"))
     ap.add_argument("--vocab-size", type=int, default=8192)
+    ap.add_argument("--tokenizer", type=Path, default=None,
+                    help="reuse this tokenizer.json (the shipped model's) instead of learning one")
     args = ap.parse_args(argv)
-    prepare(args.corpus, args.out, args.vocab_size)
+    prepare(args.corpus, args.out, args.vocab_size, args.tokenizer)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from dlm_lsp.model.denoiser import Denoiser
 def _init_facts(init_from: Any) -> dict[str, Any] | None:
     """What the run started from: the initial state's path, steps and tokens (they count
     towards the model's total training budget)."""
+    if isinstance(init_from, dict):
+        return init_from
     if not init_from or str(init_from) == "None":
         return None
     facts: dict[str, Any] = {"path": str(init_from)}

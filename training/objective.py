@@ -98,8 +98,13 @@ def slot_targets(middle: list[int], n_slots: int, mechanism: str, sp: Specials,
 
 
 def infill_row(prefix: list[int], middle: list[int], suffix: list[int], n_slots: int,
-               mechanism: str, sp: Specials, rng: random.Random) -> Row:
-    """[prefix][slots][suffix] with the slots partly masked (ratio t) and scored."""
+               mechanism: str, sp: Specials, rng: random.Random,
+               end_weight: float = 1.0) -> Row:
+    """[prefix][slots][suffix] with the slots partly masked (ratio t) and scored.
+
+    The ``<eos>`` slot's loss is multiplied by `end_weight`: it is one slot of many, yet
+    where the model ends a middle decides whether a short line (``v``, ``1``) comes out clean.
+    """
     targets = slot_targets(middle, n_slots, mechanism, sp, rng)
     t = draw_t(rng)
     n = len(middle)
@@ -111,7 +116,7 @@ def infill_row(prefix: list[int], middle: list[int], suffix: list[int], n_slots:
         else:
             hide = tok == sp.expand or rng.random() < t  # a committed expand never stays
         slot_ids.append(sp.mask if hide else tok)
-        slot_w.append(1.0 / t if hide else 0.0)
+        slot_w.append((end_weight if j == n and n_slots > n else 1.0) / t if hide else 0.0)
     if not any(slot_w):
         slot_ids[0], slot_w[0] = sp.mask, 1.0 / t
     ids = prefix + slot_ids + suffix

@@ -1,11 +1,16 @@
 """Train the embedded denoiser (``--objective diffusion``) or its AR twin (``--objective ar``).
 
-One readable loop: AdamW, warm-up then cosine decay, bf16 autocast + torch.compile on a GPU,
-fp32 on CPU, tqdm progress, a JSON-lines log, a resumable state file every ``--save-every``
-steps, and an exported checkpoint directory (DESIGN.md format, fp16) at the end.
+One readable loop: AdamW, warm-up then a constant or decaying learning rate, bf16 autocast
+(CPUs with AMX/AVX-512 bf16, and GPUs) and ``torch.compile``, tqdm progress, a JSON-lines log,
+a resumable state file (weights, optimizer, step, tokens, every rank's data RNG), and an
+exported checkpoint directory (fp16) at the end.
 
-    python -m training.train --objective diffusion --mechanism eos --out runs/dlm \\
-        --steps 3000 --batch 16 --seq-len 576 --threads 2
+Data parallel over processes: ``--procs 2`` runs one single-threaded process per core on a
+CPU (gloo), and the same script runs under ``torchrun --nproc_per_node N`` on a multi-GPU node
+(nccl). Each rank draws its own rows; gradients are averaged with one all-reduce per step.
+
+    python -m training.train --objective ar --out runs/ar --steps 3000 --procs 2
+    touch runs/ar/STOP      # stops at the next step, saves, exports (resumable)
 """
 
 from __future__ import annotations
@@ -13,13 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig, count_parameters
@@ -56,108 +66,243 @@ def init_weights(model: Denoiser, seed: int) -> None:
                 p.normal_(0.0, 0.02)
 
 
+def load_weights(model: Denoiser, source: Path) -> dict:
+    """Weights from a run's ``state.pt`` or an exported checkpoint directory; returns what is
+    known of the source's own training (steps, tokens, objective)."""
+    if source.is_dir():
+        state = {k: v.float() for k, v in load_file(str(source / "model.safetensors")).items()}
+        state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
+        model.load_state_dict(state)
+        spec = json.loads((source / "dlm.json").read_text())
+        training = spec.get("training", {})
+        init = training.get("init_from") or {}
+        return {"path": str(source), "objective": training.get("objective"),
+                "steps": training.get("steps"),
+                "tokens": (training.get("tokens") or 0) + (init.get("tokens") or 0)}
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    return {"path": str(source), "objective": state.get("args", {}).get("objective"),
+            "steps": state.get("step"), "tokens": state.get("tokens")}
+
+
+def head_loss(lm_head: torch.nn.Module, h: torch.Tensor, targets: torch.Tensor,
+              weights: torch.Tensor) -> torch.Tensor:
+    """Sum of weighted cross-entropies of the scored rows `h` (N, C). Compiled, the output
+    layer and its softmax are fused: a third of an AR step on CPU otherwise."""
+    ce = F.cross_entropy(lm_head(h).float(), targets, reduction="none")
+    return (ce * weights).sum()
+
+
 def loss_on(model: Denoiser, batch: dict[str, torch.Tensor], causal: bool,
-            shift: bool = False) -> torch.Tensor:
+            shift: bool = False, hidden=None, head=None) -> torch.Tensor:  # noqa: ANN001
     """Weighted cross-entropy, normalised by the scored positions of the batch.
 
     Logits are computed only where the loss is: the masked positions of a diffusion row
     (about half of them) save a third of the step on CPU, where the output layer is large.
+    `hidden` and `head` are `model.hidden_states` and `head_loss`, or compiled versions.
     """
-    h = model.hidden_states(batch["ids"], causal=causal, key_mask=batch["key_mask"])
+    hidden, head = hidden or model.hidden_states, head or head_loss
+    h = hidden(batch["ids"], causal=causal, key_mask=batch["key_mask"])
     weights, targets = batch["weights"], batch["targets"]
     if shift:  # position j predicts token j + 1, as the AR model it started from (Dream)
         h, weights, targets = h[:, :-1], weights[:, 1:], targets[:, 1:]
     scored = weights > 0
-    logits = model.lm_head(h[scored]).float()
-    ce = F.cross_entropy(logits, targets[scored], reduction="none")
-    return (ce * weights[scored]).sum() / batch["scored"].sum()
+    return head(model.lm_head, h[scored], targets[scored], weights[scored]) / batch["scored"].sum()
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
+def lr_at(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine",
+          decay_steps: int = 0, floor: float = 0.1, warmup_start: int = 0) -> float:
+    """Warm-up, then cosine to `floor` x peak, or constant ("wsd") with a linear decay to
+    `floor` x peak over the last `decay_steps` (none: stays at peak, a run to be continued).
+    A run resumed from weights without their optimizer warms up again from `warmup_start`."""
+    if step - warmup_start < warmup:
+        return peak * (step - warmup_start + 1) / warmup
+    if schedule == "wsd":
+        into_decay = step - (total - decay_steps)
+        if decay_steps <= 0 or into_decay < 0:
+            return peak
+        return peak * (1 - (1 - floor) * min(1.0, (into_decay + 1) / decay_steps))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(args: argparse.Namespace) -> Path:
+def use_bf16(device: torch.device, dtype: str) -> bool:
+    if dtype != "auto":
+        return dtype == "bf16"
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class Ranks:
+    """This process's place in data-parallel training (world 1 without torch.distributed)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, device: torch.device) -> None:
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """One all-reduce of every gradient, flattened (many small ones cost more)."""
+        if self.world == 1:
+            return
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def any_true(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([int(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def sum(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(t)
+        return int(t.item())
+
+    def gather(self, obj: object) -> list:
+        if self.world == 1:
+            return [obj]
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def train(args: argparse.Namespace) -> Path | None:
+    ranks = Ranks()
+    device = torch.device(args.device if args.device != "cuda" else f"cuda:{ranks.local}")
+    ranks.setup(device)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     data = load_prepared(args.data, args.corpus)
-    heldout = load_prepared(args.data, args.corpus, split="heldout")
-    batcher = Batcher(data, args.objective, args.mechanism, args.seq_len, seed=args.seed)
-    val_batches = [Batcher(heldout, args.objective, args.mechanism, args.seq_len,
-                           seed=1000 + i).batch(args.batch) for i in range(args.val_batches)]
+    batcher = Batcher(data, args.objective, args.mechanism, args.seq_len,
+                      seed=args.seed + 7919 * ranks.rank, fixed_length=True)
     model = Denoiser(model_config(args.size, data.tokenizer.get_vocab_size()))
     init_weights(model, args.seed)
-    if args.init_from:  # adapt an AR model into a denoiser (Dream/DiffuCoder recipe)
-        model.load_state_dict(torch.load(args.init_from, map_location="cpu",
-                                         weights_only=False)["model"])
+    init_facts = load_weights(model, args.init_from) if args.init_from else None
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95),
-                            weight_decay=0.1, fused=device.type == "cuda")
+    for block in model.model.layers:
+        block.self_attn.math_attention = True
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
+                            **({"fused": True} if device.type == "cuda" else {"foreach": True}))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "state.pt"
-    step = tokens = 0
+    state_path, stop_path = out / "state.pt", out / "STOP"
+    step, tokens = args.start_step, args.start_tokens
     elapsed = 0.0
     if state_path.exists():  # resume
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, tokens, elapsed = state["step"], state["tokens"], state["elapsed"]
-        batcher.rng.setstate(state["rng"])
-    causal = args.objective == "ar"
-    shift = args.logits_shift
-    if device.type == "cuda" and args.compile:
-        model.hidden_states = torch.compile(model.hidden_states)
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else None
+        init_facts = state.get("init_facts", init_facts)
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) == ranks.world:
+            batcher.rng.setstate(rngs[ranks.rank])
+        else:  # another world size: fresh, distinct streams
+            batcher.rng.seed(args.seed + 7919 * ranks.rank + step)
+    causal, shift = args.objective == "ar", args.logits_shift
+    hidden, head = model.hidden_states, head_loss
+    if args.compile:
+        hidden = torch.compile(model.hidden_states, dynamic=False)
+        head = torch.compile(head_loss, dynamic=True)  # the scored row count varies
+    bf16 = use_bf16(device, args.dtype)
     total, non_emb = count_parameters(model)
     manifest = json.loads((args.corpus / "manifest.json").read_text())
+    val_batches = []
+    if ranks.main:
+        heldout = load_prepared(args.data, args.corpus, split="heldout")
+        val_batches = [Batcher(heldout, args.objective, args.mechanism, args.seq_len,
+                               seed=1000 + i, fixed_length=True).batch(args.batch)
+                       for i in range(args.val_batches)]
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(device.type, torch.bfloat16, enabled=bf16)
 
     def evaluate() -> float:
         model.eval()
-        with torch.no_grad():
-            vals = [loss_on(model, {k: v.to(device) for k, v in b.items()}, causal, shift).item()
-                    for b in val_batches]
+        with torch.no_grad(), autocast():
+            vals = [loss_on(model, {k: v.to(device) for k, v in b.items()}, causal, shift,
+                            hidden, head).item() for b in val_batches]
         model.train()
         return sum(vals) / len(vals)
 
     def save() -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "tokens": tokens, "elapsed": elapsed, "rng": batcher.rng.getstate(),
-                    "args": {k: str(v) for k, v in vars(args).items()}}, state_path)
+        rngs = ranks.gather(batcher.rng.getstate())
+        if ranks.main:
+            tmp = state_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "tokens": tokens, "elapsed": elapsed, "rng": rngs,
+                        "init_facts": init_facts, "world": ranks.world,
+                        "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
+            tmp.replace(state_path)  # a crash mid-save never leaves a broken state
 
-    log = open(out / "log.jsonl", "a")
-    if step == 0:
-        log.write(json.dumps({"params": total, "non_embedding": non_emb,
+    stopping = {"signal": False}
+    signal.signal(signal.SIGTERM, lambda *_: stopping.update(signal=True))
+    log = open(out / "log.jsonl", "a") if ranks.main else None
+    if log and step == 0:
+        log.write(json.dumps({"params": total, "non_embedding": non_emb, "world": ranks.world,
+                              "bf16": bf16, "init_from": init_facts,
                               "config": asdict(model.cfg)}) + "\n")
-    bar = tqdm(total=args.steps, initial=step, desc=f"{args.objective}/{args.mechanism}")
+    bar = tqdm(total=args.steps, initial=step, desc=f"{args.objective}/{args.mechanism}",
+               disable=not ranks.main)
     t_start = time.perf_counter() - elapsed
+    t_window, tok_window = time.perf_counter(), 0
     model.train()
     while step < args.steps:
-        if args.max_minutes and time.perf_counter() - t_start > args.max_minutes * 60:
+        out_of_time = args.max_minutes and time.perf_counter() - t_start > args.max_minutes * 60
+        if ranks.any_true(bool(out_of_time) or stop_path.exists() or stopping["signal"]):
             break
-        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        lr = lr_at(step, args.steps, args.lr, args.warmup, args.schedule, args.decay_steps,
+                   warmup_start=args.start_step)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = {k: v.to(device) for k, v in batcher.batch(args.batch).items()}
-        if autocast:
-            with autocast:
-                loss = loss_on(model, batch, causal, shift)
-        else:
-            loss = loss_on(model, batch, causal, shift)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss_sum, step_tokens = 0.0, 0
+        for _ in range(args.accum):
+            batch = {k: v.to(device) for k, v in batcher.batch(args.batch).items()}
+            with autocast():
+                loss = loss_on(model, batch, causal, shift, hidden, head) / args.accum
+            loss.backward()
+            loss_sum += loss.item()
+            step_tokens += int(batch["key_mask"].sum())
+        ranks.average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        tokens += int(batch["key_mask"].sum())
+        new_tokens = ranks.sum(step_tokens)
+        tokens += new_tokens
+        tok_window += new_tokens
         elapsed = time.perf_counter() - t_start
+        if not ranks.main:
+            if step % args.save_every == 0:
+                save()
+            continue
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        row = {"step": step, "tokens": tokens, "loss": round(loss.item(), 4), "lr": lr,
+        bar.set_postfix(loss=f"{loss_sum:.3f}", tok=f"{tokens / 1e6:.1f}M")
+        row = {"step": step, "tokens": tokens, "loss": round(loss_sum, 4), "lr": lr,
                "elapsed_s": round(elapsed, 1)}
+        if step % 20 == 0:
+            now = time.perf_counter()
+            row["tokens_per_s"] = round(tok_window / (now - t_window))
+            t_window, tok_window = now, 0
         if step % args.eval_every == 0 or step == args.steps:
             row["val_loss"] = round(evaluate(), 4)
         log.write(json.dumps(row) + "\n")
@@ -166,7 +311,16 @@ def train(args: argparse.Namespace) -> Path:
             save()
     save()
     bar.close()
-    target = export(model, data.tokenizer, out / "checkpoint", vars(args), step, tokens,
+    # every rank applied the same averaged gradients, so their weights must agree exactly
+    checksums = ranks.gather(float(sum(p.detach().double().sum() for p in params)))
+    assert len(set(checksums)) == 1, f"ranks diverged: {checksums}"
+    if not ranks.main:
+        return None
+    stop_path.unlink(missing_ok=True)
+    if log:
+        log.close()
+    args_facts = {**vars(args), "init_from": init_facts}
+    target = export(model, data.tokenizer, out / "checkpoint", args_facts, step, tokens,
                     manifest["digest"])
     print(f"step {step}, {tokens / 1e6:.1f}M tokens, {elapsed / 60:.1f} min -> {target}")
     return target
@@ -181,26 +335,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8, help="rows per rank per micro-batch")
+    ap.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     ap.add_argument("--seq-len", type=int, default=576)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--schedule", choices=["cosine", "wsd"], default="cosine")
+    ap.add_argument("--decay-steps", type=int, default=0, help="wsd: steps of final decay")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--val-batches", type=int, default=4)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop early (resumable)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--procs", type=int, default=1,
+                    help="data-parallel processes on this machine (not under torchrun)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 autocast where the hardware has it (AMX/AVX-512 bf16, GPU)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init-from", type=Path, default=None,
-                    help="start from the weights of another run's state.pt (e.g. the AR twin)")
+                    help="start from these weights: a run's state.pt or a checkpoint directory")
+    ap.add_argument("--start-step", type=int, default=0,
+                    help="with --init-from and no state: continue a run's schedule from this "
+                         "step (fresh optimizer, warm-up again)")
+    ap.add_argument("--start-tokens", type=int, default=0)
     ap.add_argument("--logits-shift", action="store_true",
                     help="diffusion predicts token i at position i-1 (keeps AR-initialised "
                          "weights' next-token head, as Dream does)")
     return ap.parse_args(argv)
 
 
-if __name__ == "__main__":
+def _worker(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    random.seed(rank)
+    np.random.seed(rank)
+    train(args)
+    dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.procs > 1 and "WORLD_SIZE" not in os.environ:
+        import socket
+
+        import torch.multiprocessing as mp
+
+        with socket.socket() as s:  # a free loopback port for the process group
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        mp.spawn(_worker, args=(args.procs, port, args), nprocs=args.procs)
+        return
     random.seed(0)
-    train(parse_args())
+    train(args)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

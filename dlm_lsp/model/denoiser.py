@@ -134,6 +134,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
+        # matmul + softmax instead of SDPA's CPU flash kernel: its backward is the slowest
+        # part of a CPU training step in bf16 (training sets this, serving does not)
+        self.math_attention = False
 
     def forward(
         self,
@@ -147,11 +150,14 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,  # bool, broadcast to (B, H, T, T_keys); True = see
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.hd).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q = self.q_proj(x).view(B, T, self.n_heads, self.hd)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.hd)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        # rotary embedding before the head transpose: after it, compiled bf16 training on
+        # CPU computed NaN gradients for K
+        cos, sin = cos[:, None], sin[:, None]  # (T, 1, hd)
+        q = (q * cos + rotate_half(q) * sin).transpose(1, 2)  # (B, H, T, hd)
+        k = (k * cos + rotate_half(k) * sin).transpose(1, 2)  # (B, Hkv, T, hd)
         if cache is not None:
             if len(cache.keys) == layer:  # full forward: store K/V of every position
                 cache.keys.append(k)
@@ -160,13 +166,38 @@ class Attention(nn.Module):
                 cache.keys[layer][:, :, positions] = k
                 cache.values[layer][:, :, positions] = v
                 k, v = cache.keys[layer], cache.values[layer]
-        if self.n_kv != self.n_heads:  # GQA: repeat K/V heads for each query group
-            rep = self.n_heads // self.n_kv
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           is_causal=causal and mask is None)
+        if self.math_attention:
+            y = _math_attention(q, k, v, mask, causal)
+        else:
+            if self.n_kv != self.n_heads:  # GQA: repeat K/V heads for each query group
+                rep = self.n_heads // self.n_kv
+                k = k.repeat_interleave(rep, dim=1)
+                v = v.repeat_interleave(rep, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                               is_causal=causal and mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
+
+
+def _math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """Softmax attention written out (softmax in fp32), the same result as SDPA.
+
+    Query heads are grouped over their shared K/V head by broadcasting, not by repeating
+    K/V: compiled bf16 backward of a repeat gave NaN gradients for K on CPU.
+    """
+    B, H, T, D = q.shape
+    kv = k.shape[1]
+    q = q.view(B, kv, H // kv, T, D)  # (B, Hkv, group, T, D)
+    scores = (q @ k.unsqueeze(2).transpose(-1, -2)) * (1.0 / math.sqrt(D))  # (.., T, T_keys)
+    if mask is None and causal:
+        mask = torch.ones(T, k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    scores = scores.float()
+    if mask is not None:
+        if mask.dim() == 4:  # (B or 1, 1, T or 1, T_keys): add the group axis
+            mask = mask.unsqueeze(2)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    y = torch.softmax(scores, dim=-1).to(v.dtype) @ v.unsqueeze(2)  # (B, Hkv, group, T, D)
+    return y.view(B, H, T, D)
 
 
 class MLP(nn.Module):

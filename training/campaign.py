@@ -1,0 +1,199 @@
+"""A long training campaign on a CPU that stops and resumes wherever it is.
+
+    nohup python -m training.campaign run > runs/campaign.log 2>&1 &   # in the background
+    python -m training.campaign status
+    python -m training.campaign stop              # the running stage saves and exits
+    python -m training.campaign finish [--commit] # export, quick evaluation, ship if it wins
+
+The plan (``training/campaign/plan.json``) is a list of stages, each a ``training.train`` run:
+AR pre-training at a constant learning rate (continued from campaign to campaign), then two
+branches from its end with a final decay: the denoiser (masked diffusion with shifted logits,
+Dream's recipe) and the AR twin (the same tokens of AR training, for the comparison).
+
+Full state (weights, optimizer, data RNG) lives in ``runs/campaign/<stage>/state.pt``.
+``stop`` also writes the running stage's weights (fp16) to ``training/campaign/resume/`` and
+its progress to ``progress.json``, both committed: on a machine without ``runs/``, a stage
+resumes from those weights with a fresh optimizer and a short warm-up, at the step it reached.
+
+``finish`` exports the denoiser and the twin, runs the quick fixed evaluation (obvious lines,
+held-out rest of line, HumanEval single-line subset) on them and on the shipped models,
+appends the figures to ``training/campaign/log.jsonl``, redraws ``progress.png``, and copies
+a model into place only when it beats the one it would replace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "training" / "campaign"
+PLAN, PROGRESS, LOG = HERE / "plan.json", HERE / "progress.json", HERE / "log.jsonl"
+RESUME = HERE / "resume"
+RUNS = ROOT / "runs" / "campaign"
+EMBEDDED = ROOT / "dlm_lsp" / "models" / "embedded"
+AR_TWIN = ROOT / "bench" / "models" / "ar-twin"
+
+
+def load_json(path: Path, default: object) -> object:
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def save_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def stage_steps(plan: dict, stage: dict) -> int:
+    """Optimizer steps for a stage's token budget at the plan's shape."""
+    per_step = plan["batch"] * plan["accum"] * plan["procs"] * plan["seq_len"]
+    return math.ceil(stage["tokens"] / per_step)
+
+
+def run_state(stage: str) -> dict | None:
+    """Step and tokens of a stage's full state in runs/, if this machine has it."""
+    path = RUNS / stage / "state.pt"
+    if not path.is_file():
+        return None
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return {"step": state["step"], "tokens": state["tokens"]}
+
+
+def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
+    """The ``training.train`` command line that starts or resumes `stage`."""
+    name = stage["name"]
+    steps = stage_steps(plan, stage)
+    args = ["--objective", stage["objective"], "--out", str(RUNS / name),
+            "--size", plan["size"], "--seq-len", str(plan["seq_len"]),
+            "--batch", str(plan["batch"]), "--accum", str(plan["accum"]),
+            "--procs", str(plan["procs"]), "--threads", str(plan["threads"]),
+            "--data", plan["data"], "--corpus", plan["corpus"],
+            "--steps", str(steps), "--lr", str(stage["lr"]), "--warmup", str(stage["warmup"]),
+            "--schedule", "wsd", "--decay-steps", str(int(steps * stage.get("decay", 0.0))),
+            "--eval-every", "200", "--save-every", "100", "--seed", str(stage.get("seed", 0))]
+    if stage.get("logits_shift"):
+        args.append("--logits-shift")
+    if (RUNS / name / "state.pt").is_file():
+        return args  # train.py resumes from its own state
+    done = progress.get(name, {})
+    if done.get("weights"):  # this machine lost runs/: resume from the committed weights
+        return args + ["--init-from", str(ROOT / done["weights"]),
+                       "--start-step", str(done["step"]), "--start-tokens", str(done["tokens"])]
+    parent = stage.get("from")
+    if parent:
+        source = RUNS / parent / "state.pt"
+        if not source.is_file():
+            source = ROOT / progress[parent]["weights"]
+        return args + ["--init-from", str(source)]
+    return args + ["--init-from", str(ROOT / stage["init"])] if stage.get("init") else args
+
+
+def is_complete(plan: dict, stage: dict, progress: dict) -> bool:
+    state = run_state(stage["name"])
+    step = state["step"] if state else progress.get(stage["name"], {}).get("step", 0)
+    return step >= stage_steps(plan, stage)
+
+
+def run(_: argparse.Namespace) -> None:
+    """Run the stages in order, each to its end; a stopped stage ends the campaign run."""
+    plan = load_json(PLAN, {})
+    for stage in plan["stages"]:
+        progress = load_json(PROGRESS, {})
+        if is_complete(plan, stage, progress):
+            continue
+        cmd = [sys.executable, "-m", "training.train", *stage_args(plan, stage, progress)]
+        print("+", " ".join(cmd), flush=True)
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+        if code != 0:
+            raise SystemExit(f"stage {stage['name']} failed with exit code {code}")
+        if not is_complete(plan, stage, load_json(PROGRESS, {})):
+            print(f"stage {stage['name']} stopped before its end; run again to resume")
+            return
+        record(stage["name"])
+    print("every stage of the plan is complete")
+
+
+def running_stage() -> str | None:
+    out = subprocess.run(["pgrep", "-af", "training.train"], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if str(RUNS) in line or "runs/campaign/" in line:
+            return line.split("runs/campaign/", 1)[1].split()[0].strip("/")
+    return None
+
+
+def stop(args: argparse.Namespace) -> None:
+    """Ask the running stage to save and exit, wait for it, then record its progress."""
+    stage = running_stage()
+    if stage is None:
+        print("no campaign stage is running")
+    else:
+        (RUNS / stage / "STOP").touch()
+        deadline = time.monotonic() + args.timeout
+        while running_stage() and time.monotonic() < deadline:
+            time.sleep(2)
+        if running_stage():
+            raise SystemExit(f"stage {stage} did not stop within {args.timeout} s")
+    plan = load_json(PLAN, {})
+    for st in plan["stages"]:
+        if run_state(st["name"]):
+            record(st["name"])
+
+
+def record(stage: str) -> None:
+    """Write a stage's weights (fp16) under training/campaign/resume and its step/tokens to
+    progress.json, so that it can resume on a machine without runs/."""
+    from training.export import export_run
+
+    state = run_state(stage)
+    if state is None:
+        return
+    target = RESUME / stage
+    export_run(RUNS / stage, target)
+    progress = load_json(PROGRESS, {})
+    progress[stage] = {**state, "weights": str(target.relative_to(ROOT))}
+    save_json(PROGRESS, progress)
+    print(f"{stage}: step {state['step']}, {state['tokens'] / 1e6:.1f}M tokens -> {target}")
+
+
+def status(_: argparse.Namespace) -> None:
+    plan = load_json(PLAN, {})
+    progress = load_json(PROGRESS, {})
+    for stage in plan["stages"]:
+        state = run_state(stage["name"]) or progress.get(stage["name"])
+        step = state["step"] if state else 0
+        tokens = state["tokens"] if state else 0
+        print(f"{stage['name']:6} {step:7d}/{stage_steps(plan, stage)} steps "
+              f"{tokens / 1e6:7.1f}M tokens")
+    print("running:", running_stage() or "nothing")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run")
+    sub.add_parser("status")
+    p = sub.add_parser("stop")
+    p.add_argument("--timeout", type=float, default=600)
+    p = sub.add_parser("finish")
+    p.add_argument("--commit", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.cmd == "finish":
+        from training.campaign_eval import finish
+
+        finish(args)
+        return
+    {"run": run, "status": status, "stop": stop}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The campaign's quick fixed evaluation, its log and plot, and the decision to ship.
+
+Each model gets the same three sets through ``bench.infill`` (single-line mode, the server's
+defaults): the obvious lines (``bench.obvious``), the first 150 held-out rest-of-line cases
+(``bench.heldout``) and 200 evenly spaced HumanEval single-line tasks. A model's score is the
+mean of the three percentages; a candidate replaces the shipped model only with a higher
+score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from training.campaign import (
+    AR_TWIN,
+    EMBEDDED,
+    HERE,
+    LOG,
+    PLAN,
+    PROGRESS,
+    ROOT,
+    RUNS,
+    load_json,
+)
+
+HELDOUT_LIMIT, HUMANEVAL_LIMIT = 150, 200
+METRICS = ("obvious", "heldout", "humaneval")
+
+
+def quick_eval(model: Path, name: str, threads: int) -> dict:
+    """The three quick figures (and tokens per forward pass, latency) for one checkpoint."""
+    import torch
+
+    from bench import heldout, obvious
+    from bench.humaneval import evaluate as humaneval
+    from bench.humaneval import load_tasks
+    from bench.infill import Infiller
+    from dlm_lsp.config import Settings
+    from dlm_lsp.engine import Engine
+
+    torch.set_num_threads(threads)
+    infiller = Infiller(Engine(Settings(model=str(model), threads=threads)), name)
+    ob = obvious.evaluate(infiller, obvious.load_cases())
+    ho = heldout.evaluate(infiller, heldout.load_cases(HELDOUT_LIMIT))
+    he = humaneval(infiller, load_tasks("single", HUMANEVAL_LIMIT))
+    figures = {"obvious": ob["exact"], "heldout": ho["exact"], "humaneval": he["pass@1"]}
+    passes = [ob["passes_per_token"], ho["passes_per_token"], he["passes_per_token"]]
+    return {**figures, "score": round(sum(figures.values()) / 3, 2),
+            "tokens_per_pass": round(3 / sum(passes), 2) if all(passes) else 0.0,
+            "p50_ms": he["p50_ms"], "answers": ob["answers"]}
+
+
+def trained_tokens(checkpoint: Path) -> int:
+    """All tokens behind a checkpoint, counting those of the weights it started from."""
+    training = json.loads((checkpoint / "dlm.json").read_text()).get("training", {})
+    init = training.get("init_from") or {}
+    return int(training.get("tokens") or 0) + int(init.get("tokens") or 0)
+
+
+def candidate(stage: str) -> Path | None:
+    """The newest export of a stage: from its full state, else its committed weights."""
+    from training.export import export_run
+
+    if (RUNS / stage / "state.pt").is_file():
+        return export_run(RUNS / stage, RUNS / stage / "checkpoint")
+    weights = load_json(PROGRESS, {}).get(stage, {}).get("weights")
+    return ROOT / weights if weights else None
+
+
+def ship(source: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+
+
+def finish(args: argparse.Namespace) -> None:
+    """Evaluate the campaign's models against the shipped ones; ship winners; log and plot."""
+    plan = load_json(PLAN, {})
+    entry: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "shipped": []}
+    pairs = [("dlm", EMBEDDED, "denoiser"), ("twin", AR_TWIN, "ar twin")]
+    for stage, shipped, label in pairs:
+        new = candidate(stage)
+        if new is None:
+            continue
+        ours = quick_eval(new, f"{stage} (campaign)", args.threads)
+        theirs = quick_eval(shipped, f"{stage} (shipped)", args.threads)
+        ours["tokens"], theirs["tokens"] = trained_tokens(new), trained_tokens(shipped)
+        entry["models"][stage] = {"campaign": ours, "shipped": theirs}
+        print(label, "campaign", {k: ours[k] for k in (*METRICS, "score", "tokens")})
+        print(label, "shipped ", {k: theirs[k] for k in (*METRICS, "score", "tokens")})
+        if ours["score"] > theirs["score"]:
+            ship(new, shipped)
+            entry["shipped"].append(stage)
+    entry["progress"] = load_json(PROGRESS, {})
+    entry["plan_tokens"] = {s["name"]: s["tokens"] for s in plan.get("stages", [])}
+    with open(LOG, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    plot_log(LOG, HERE / "progress.png")
+    if args.commit:
+        commit(entry)
+
+
+def commit(entry: dict) -> None:
+    """Commit the campaign record, and the models that won."""
+    paths = [str(p.relative_to(ROOT)) for p in (LOG, HERE / "progress.png", PROGRESS)
+             if p.exists()]
+    paths += [str((ROOT / "training/campaign/resume").relative_to(ROOT))]
+    if "dlm" in entry["shipped"]:
+        paths.append(str(EMBEDDED.relative_to(ROOT)))
+    if "twin" in entry["shipped"]:
+        paths.append(str(AR_TWIN.relative_to(ROOT)))
+    subprocess.run(["git", "add", "--", *paths], cwd=ROOT, check=True)
+    shipped = ", ".join(entry["shipped"]) or "nothing shipped"
+    scores = "; ".join(f"{k} {v['campaign']['score']} vs {v['shipped']['score']}"
+                       for k, v in entry["models"].items())
+    subprocess.run(["git", "commit", "-m", f"Campaign checkpoint: {shipped} ({scores})"],
+                   cwd=ROOT, check=True)
+
+
+def plot_log(log: Path, out: Path) -> None:
+    """Each quick figure against the campaign model's total tokens, with the shipped
+    model's figure as a dashed line, one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for stage, color in (("dlm", "tab:blue"), ("twin", "tab:orange")):
+        pts = [(r["models"][stage]["campaign"]["tokens"] / 1e6, r["models"][stage]["campaign"])
+               for r in rows if stage in r["models"]]
+        if not pts:
+            continue
+        label = "denoiser" if stage == "dlm" else "AR twin"
+        for ax, metric in zip(axes, (*METRICS, "tokens_per_pass"), strict=True):
+            ax.plot([p[0] for p in pts], [p[1][metric] for p in pts], "o-", color=color,
+                    label=label)
+    for ax, title in zip(axes, ("obvious lines, exact %", "held-out rest of line, exact %",
+                                "HumanEval single-line pass@1 % (200)", "tokens per pass"),
+                         strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("tokens trained (M)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
