@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dlm_lsp import __version__
+from dlm_lsp import DISTRIBUTION, __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,7 +19,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=2087)
     p.add_argument("--log-file", help="write logs here (default: stderr)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--log-level", default="warning",
+                   choices=["debug", "info", "warning", "error"],
+                   help="tracebacks are logged at debug only; otherwise one line per event")
+    p.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level debug")
+    p.add_argument("--allow-api-key-env", action="append", default=[], metavar="NAME",
+                   help="let remote.apiKeyEnv name this variable too (by default only DLM_*)")
     sub = p.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve LSP (the default)")
 
@@ -31,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--language", default=None, help="languageId (default: from the extension)")
     c.add_argument("--settings", default=None, help="JSON object of dlm settings")
     c.add_argument("--json", action="store_true", help="print JSON with range and figures")
+
+    pl = sub.add_parser("pull", help="download a published checkpoint into the hub cache")
+    pl.add_argument("model_id", help="ORG/NAME on the Hugging Face Hub")
+    pl.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
 
     d = sub.add_parser("doctor", help="report the environment, the model and a timed sample")
     d.add_argument("--model", default=None)
@@ -57,10 +66,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class LogFormatter(logging.Formatter):
+    """One line per record unless `tracebacks`: libraries (pygls) log whole tracebacks for
+    a malformed message, which tell a user nothing and flood an editor's log."""
+
+    def __init__(self, tracebacks: bool):
+        super().__init__("%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.tracebacks:
+            return super().format(record)
+        record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record).split("\n", 1)[0]
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line for the user, exit status 2."""
+
+
 def _settings(model: str | None, extra: str | None):  # noqa: ANN202
     from dlm_lsp.config import apply_settings
 
-    raw = json.loads(extra) if extra else {}
+    try:
+        raw = json.loads(extra) if extra else {}
+    except ValueError as exc:
+        raise UsageError(f"--settings is not JSON ({exc}); e.g. "
+                         "--settings '{\"maxTokens\": 16}'") from exc
+    if not isinstance(raw, dict):
+        raise UsageError("--settings must be a JSON object, e.g. '{\"maxTokens\": 16}'")
     if model:
         raw["model"] = model
     settings, messages = apply_settings(raw)
@@ -69,20 +103,44 @@ def _settings(model: str | None, extra: str | None):  # noqa: ANN202
     return settings
 
 
+def read_text_file(path: Path) -> str:
+    """The file as text; UsageError for a missing, unreadable or binary file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if b"\x00" in raw[:8192]:
+        raise UsageError(f"{path} is not a text file (it contains NUL bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+
+
+def checked_offset(text: str, line: int, character: int) -> int:
+    """The offset of (line, character); UsageError naming the valid range when outside."""
+    from dlm_lsp.protocol.positions import line_starts, offset_at, position_at
+
+    last = len(line_starts(text)) - 1
+    if not 0 <= line <= last:
+        raise UsageError(f"--line {line} is outside the file: lines are 0 to {last} (0-based)")
+    end = offset_at(text, line, 10**9)
+    width = position_at(text, end)[1]
+    if not 0 <= character <= width:
+        raise UsageError(f"--character {character} is outside line {line}: columns are 0 to "
+                         f"{width} (0-based, UTF-16 units)")
+    return offset_at(text, line, character)
+
+
 def cmd_complete(args: argparse.Namespace) -> int:
     from dlm_lsp.pipeline.engine import Engine, ModelError
     from dlm_lsp.pipeline.syntax import detect_language
     from dlm_lsp.protocol.lsp_items import to_range
-    from dlm_lsp.protocol.positions import offset_at
 
-    try:
-        text = args.file.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    text = read_text_file(args.file)
+    offset = checked_offset(text, args.line, args.character)
     engine = Engine(_settings(args.model, args.settings))
     language = detect_language(args.language, args.file.resolve().as_uri())
-    offset = offset_at(text, args.line, args.character)
     try:
         outcome = engine.complete(text, offset, language)
     except ModelError as exc:
@@ -102,6 +160,30 @@ def cmd_complete(args: argparse.Namespace) -> int:
         }, indent=2))
     else:
         print(best)
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dlm_lsp.model.hub import PullError, check_space, human, plan, pull
+
+    try:
+        p = plan(args.model_id, args.revision)
+        fetch = [f for f in p.files if not f.cached]
+        print(f"{p.repo_id} @ {p.commit[:12]}: {len(p.files)} files, {human(p.total_bytes)} "
+              f"({len(fetch)} to fetch, {human(p.missing_bytes)})")
+        if p.skipped:
+            print(f"not fetched (the loader never reads them): {', '.join(p.skipped)}")
+        check_space(p)
+        with tqdm(total=p.total_bytes, initial=p.total_bytes - p.missing_bytes, unit="B",
+                  unit_scale=True, desc="pull") as bar:
+            snapshot = pull(p, lambda done, total: bar.update(done - bar.n))
+    except PullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"fetched {len(fetch)} files ({human(p.missing_bytes)}) into {snapshot}")
+    print(f'use it with the setting  "model": "{p.repo_id}"')
     return 0
 
 
@@ -136,12 +218,26 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:  # every option after it belongs to the benchmark
         return cmd_bench(argv[1:])
     args = _parser().parse_args(argv)
+    from dlm_lsp.config import allowed_key_envs
+
+    allowed_key_envs.update(args.allow_api_key_env)
+    level = "debug" if args.verbose else args.log_level
     handler: logging.Handler = (logging.FileHandler(args.log_file) if args.log_file
                                 else logging.StreamHandler(sys.stderr))  # never stdout
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        handlers=[handler], format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler.setFormatter(LogFormatter(tracebacks=level == "debug"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    try:
+        return run_command(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
     if args.command == "complete":
         return cmd_complete(args)
+    if args.command == "pull":
+        return cmd_pull(args)
     if args.command == "doctor":
         from dlm_lsp.doctor import run_doctor
 
@@ -149,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "random-checkpoint":
         return cmd_random_checkpoint(args)
     if args.command == "serve-http":
+        require_extra("serve", "starlette", "uvicorn")
         from dlm_lsp.serving.serve_http import run
 
         return run(args, _settings(args.model, args.settings))
@@ -159,3 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         SERVER.start_io()
     return 0
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """UsageError naming the extra to install when one of `modules` is missing."""
+    import importlib
+
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UsageError(f"{', '.join(missing)} not installed: pip install "
+                         f"'{DISTRIBUTION}[{extra}]'")

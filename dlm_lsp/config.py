@@ -102,6 +102,27 @@ def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
+# Environment variables whose value the server may send as a bearer key. A workspace may
+# ship settings of its own, so any other name (AWS_SECRET_ACCESS_KEY...) is refused unless
+# the user allows it on the command line (``--allow-api-key-env NAME``).
+KEY_ENV_PREFIX = "DLM_"
+allowed_key_envs: set[str] = set()
+
+
+def _key_env(v: Any) -> str | None:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+        return "must be the name of an environment variable"
+    if v.startswith(KEY_ENV_PREFIX) or v in allowed_key_envs:
+        return None
+    return (f"must start with {KEY_ENV_PREFIX} (or be allowed with dlm-lsp "
+            f"--allow-api-key-env {v}): the server sends its value to remote.url")
+
+
+# Keys of the same section that only the editor clients read (VS Code's language client
+# sends the whole section): accepted without a word.
+CLIENT_ONLY = {"serverPath", "serverArgs", "serverEnv", "trace"}
+
+
 def _str_list(v: Any) -> str | None:
     ok = isinstance(v, list) and all(isinstance(s, str) for s in v)
     return None if ok else "must be a list of strings"
@@ -133,7 +154,7 @@ CHECKS: dict[str, Check] = {
     "backend": _choice("local", "remote"),
     "remote.url": _str,
     "remote.model": _str,
-    "remote.api_key_env": _str,
+    "remote.api_key_env": _key_env,
     "remote.timeout_ms": _int(100, 600000),
 }
 
@@ -161,6 +182,8 @@ def _overlay(target: Any, raw: dict[str, Any], prefix: str, messages: list[str])
     for key, value in raw.items():
         name = snake(str(key))
         path = prefix + name
+        if not prefix and key in CLIENT_ONLY:
+            continue
         if name not in fields:
             messages.append(f"unknown setting dlm.{prefix}{key} ignored")
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -34,20 +35,26 @@ def change_doc(client: LanguageClient, text: str, version: int, uri: str = URI) 
         content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
 
 
-async def status(client: LanguageClient) -> dict[str, Any]:
+async def status(client: LanguageClient, args: list[Any] | None = None) -> dict[str, Any]:
     return await client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="dlm.status"))
+        types.ExecuteCommandParams(command="dlm.status", arguments=args))
 
 
-async def wait_ready(client: LanguageClient, timeout: float = 60.0) -> dict[str, Any]:
+async def wait_for_status(client: LanguageClient, condition: Callable[[dict[str, Any]], bool],
+                          timeout: float = 60.0, args: list[Any] | None = None) -> dict[str, Any]:
+    """Poll ``dlm.status`` until `condition` holds (a deadline, not a guess)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while loop.time() < end:
-        st = await status(client)
-        if st["state"] in ("ready", "error"):
+        st = await status(client, args)
+        if condition(st):
             return st
-        await asyncio.sleep(0.05)
-    raise TimeoutError("model did not load")
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"status never satisfied the condition; last: {st}")
+
+
+async def wait_ready(client: LanguageClient, timeout: float = 60.0) -> dict[str, Any]:
+    return await wait_for_status(client, lambda st: st["state"] in ("ready", "error"), timeout)
 
 
 def completion_params(line: int, character: int, uri: str = URI) -> types.CompletionParams:

@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from dlm_lsp import DISTRIBUTION
 from dlm_lsp.config import Settings
 from dlm_lsp.doctor import run_doctor
 
@@ -46,7 +49,50 @@ def test_doctor_explains_how_to_point_model_when_the_embedded_one_is_absent(
 def test_doctor_times_a_sample_completion(parrot_checkpoint, capsys):
     assert run_doctor(Settings(model=str(parrot_checkpoint), max_tokens=4)) == 0
     text = capsys.readouterr().out
-    assert "sample completion      '1111'" in text and "forward passes" in text
+    assert "sample completion      '1111' (parses)" in text and "forward passes" in text
+    assert "LSP completion         1 item(s): '1111'" in text
+    assert "small model shipped" not in text
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--line", "9999", "--character", "0"], "--line 9999 is outside the file: lines are 0 to"),
+    (["--line", "-1", "--character", "0"], "--line -1 is outside the file"),
+    (["--line", "9", "--character", "-5"], "--character -5 is outside line 9: columns are 0 to"),
+    (["--line", "9", "--character", "99"], "columns are 0 to 17"),
+    (["--line", "9", "--character", "17", "--settings", "{bad json"], "--settings is not JSON"),
+    (["--line", "9", "--character", "17", "--settings", "[1]"], "must be a JSON object"),
+])
+def test_bad_complete_input_is_one_line_and_exit_status_2(args, words, parrot_checkpoint):
+    out = _cli("complete", str(DEMO), "--model", str(parrot_checkpoint), *args)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("error: ") and words in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("make", [lambda d: Path("/bin/ls"), lambda d: d / "missing.py",
+                                  lambda d: (d / "latin1.py").write_bytes(b"x = '\xe9'\n")
+                                  and d / "latin1.py"])
+def test_binary_missing_and_non_utf8_files_are_refused(make, tmp_path):
+    out = _cli("complete", str(make(tmp_path)), "--line", "0", "--character", "0")
+    assert out.returncode == 2 and out.stdout == "" and "\ufffd" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_serve_http_without_its_extra_names_the_extra_to_install():
+    code = ("import sys; sys.modules['starlette'] = None; from dlm_lsp.cli import main; "
+            "sys.exit(main(['serve-http']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    expected = f"error: starlette not installed: pip install '{DISTRIBUTION}[serve]'"
+    assert out.stderr.strip() == expected
+
+
+def test_doctor_checks_the_server_and_says_what_the_embedded_model_can_do(capsys):
+    assert run_doctor(Settings(max_tokens=8)) in (0, 1)  # its sample may not parse
+    text = capsys.readouterr().out
+    assert "this is the small model shipped in the package" in text
+    assert "LSP server             started" in text and "LSP completion" in text
 
 
 def test_random_checkpoint_command_writes_a_loadable_directory(tmp_path):

@@ -1,11 +1,30 @@
-from dlm_lsp.config import Settings, apply_settings, settings_schema
+from dlm_lsp.config import Settings, allowed_key_envs, apply_settings, settings_schema
 
 
 def test_camel_case_options_are_applied():
     s, msgs = apply_settings({"contextTokens": 256, "confidenceThreshold": 0.5,
-                              "remote": {"apiKeyEnv": "KEY"}})
-    assert (s.context_tokens, s.confidence_threshold, s.remote.api_key_env) == (256, 0.5, "KEY")
+                              "remote": {"apiKeyEnv": "DLM_TEAM_KEY"}})
+    assert (s.context_tokens, s.confidence_threshold, s.remote.api_key_env) == (
+        256, 0.5, "DLM_TEAM_KEY")
     assert msgs == []
+
+
+def test_a_workspace_cannot_send_an_arbitrary_secret_as_the_api_key():
+    s, msgs = apply_settings({"remote": {"apiKeyEnv": "AWS_SECRET_ACCESS_KEY"}})
+    assert s.remote.api_key_env == "DLM_API_KEY"
+    assert "must start with DLM_" in msgs[0] and "--allow-api-key-env" in msgs[0]
+    allowed_key_envs.add("TEAM_TOKEN")
+    try:
+        s, msgs = apply_settings({"remote": {"apiKeyEnv": "TEAM_TOKEN"}})
+        assert s.remote.api_key_env == "TEAM_TOKEN" and msgs == []
+    finally:
+        allowed_key_envs.discard("TEAM_TOKEN")
+
+
+def test_client_only_keys_of_the_section_are_accepted_silently():
+    s, msgs = apply_settings({"serverPath": "/usr/bin/dlm-lsp", "serverArgs": ["-v"],
+                              "maxTokens": 9})
+    assert s.max_tokens == 9 and msgs == []
 
 
 def test_section_wrapper_is_unwrapped():

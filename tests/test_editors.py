@@ -8,6 +8,7 @@ DLM_REQUIRE_EDITORS=1 (set by CI) makes a missing tool a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -100,3 +101,15 @@ def test_vscode_settings_mirror_the_server_settings_and_defaults():
         assert props[f"dlm.{key}"]["description"], key
     extension_only = {"dlm.serverPath", "dlm.serverArgs"}
     assert set(props) - extension_only == {f"dlm.{k}" for k in settings_schema()}
+
+
+def test_vscode_settings_that_send_data_off_the_machine_are_user_only():
+    pkg = json.loads((EDITORS / "vscode" / "package.json").read_text())
+    props = pkg["contributes"]["configuration"]["properties"]
+    restricted = {"dlm.serverPath", "dlm.serverArgs", "dlm.backend", "dlm.remote.url",
+                  "dlm.remote.apiKeyEnv", "dlm.trustRemoteCode"}
+    assert {k for k, v in props.items() if v.get("scope") in ("machine", "application")} \
+        >= restricted
+    untrusted = pkg["capabilities"]["untrustedWorkspaces"]
+    assert untrusted["supported"] == "limited"
+    assert set(untrusted["restrictedConfigurations"]) >= restricted

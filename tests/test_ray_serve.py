@@ -11,7 +11,7 @@ import pytest
 if os.environ.get("DLM_REQUIRE_RAY") != "1":
     pytest.importorskip("ray", reason="ray[serve] is not installed (the test extra has it)")
 
-from test_serve_http import AUTH, BODY, KEY, free_port  # noqa: E402
+from http_helpers import AUTH, BODY, KEY, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")

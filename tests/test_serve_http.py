@@ -15,37 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-KEY = "test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(checkpoint: Path, *extra: str, key: str | None = KEY) -> tuple[subprocess.Popen,
-                                                                               str]:
-    port = free_port()
-    env = {**os.environ, "DLM_API_KEY": key} if key else {
-        k: v for k, v in os.environ.items() if k != "DLM_API_KEY"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dlm_lsp", "serve-http", "--port", str(port), "--model",
-         str(checkpoint), "--settings", json.dumps({"threads": 1}), *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode())
-        try:
-            if httpx.get(url + "/health", timeout=1).json().get("state") == "ready":
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("serve-http did not become ready")
+from http_helpers import AUTH, BODY, KEY, free_port, start_server
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +25,6 @@ def server(parrot_checkpoint: Path) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(timeout=10)
-
-
-AUTH = {"Authorization": f"Bearer {KEY}"}
-BODY = {"model": "dlm-embedded", "prompt": "x = ", "suffix": "\n", "max_tokens": 4}
 
 
 def test_health_needs_no_key_and_reports_the_model(server):

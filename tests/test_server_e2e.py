@@ -20,6 +20,7 @@ from lsp_helpers import (
     inside,
     open_doc,
     status,
+    wait_for_status,
     wait_ready,
 )
 
@@ -117,7 +118,7 @@ async def test_instant_edit_command_applies_an_edit_of_the_selection(
     assert edit.range == sel and set(edit.new_text) == {"1"}
 
 
-async def test_a_cancelled_request_returns_well_before_the_decode_would_end(
+async def test_a_cancelled_request_stops_the_decode_at_its_next_step(
         client: LanguageClient, slow_checkpoint):
     slots = 384
     await client.initialize_session(init_params(_settings(
@@ -126,28 +127,16 @@ async def test_a_cancelled_request_returns_well_before_the_decode_would_end(
     text = "def f(x):\n    y = \n" + "z = 1\n" * 40
     open_doc(client, text)
     await wait_ready(client)
-    loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(client.protocol.send_request_async(
         types.TEXT_DOCUMENT_COMPLETION, completion_params(1, 8), msg_id="slow-1"))
-    await asyncio.sleep(0.5)
-    t0 = loop.time()
+    await wait_for_status(client, lambda st: st["busy"] and st["started"] == 1)
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="slow-1"))
     with pytest.raises(Exception, match="cancel"):
         await task
-    cancel_latency = loop.time() - t0
-    await asyncio.sleep(0.3)  # let the model thread notice the event
-    st = await status(client)
+    st = await wait_for_status(client, lambda st: not st["busy"])
     assert st["started"] == 1 and st["superseded"] == 1 and st["lastRun"] is None
-
-    # What would a full decode cost? Time 16 of its steps and scale.
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"dlm": {"maxTokens": 16, "maxSteps": 16}}))
-    await client.text_document_completion_async(completion_params(1, 8))
-    run = (await status(client))["lastRun"]
-    full_decode_s = run["ms"] / run["forward_passes"] * slots / 1e3
-    print(f"cancel latency {cancel_latency * 1e3:.0f} ms; full decode ~{full_decode_s:.1f} s")
-    assert cancel_latency < 1.0
-    assert cancel_latency < full_decode_s / 3
+    # the decode of 384 slots, one token per step, stopped long before its end
+    assert 1 <= st["cancelledPasses"] < slots // 2
 
 
 async def test_a_burst_of_edits_and_requests_runs_the_model_once(

@@ -105,7 +105,7 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
         if bool(done.all()) or i == max_new - 1:
             break
         if should_stop():
-            raise Cancelled()
+            raise Cancelled(passes)
         pos = torch.tensor([n + i], device=device)
         logits = net(tok[:, None], positions=pos, cache=cache, causal=True)
         passes += 1

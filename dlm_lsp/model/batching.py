@@ -59,8 +59,10 @@ def layout(requests: Sequence[FimRequest], pad: int, mask: int,
 
 
 def sample_fim_batch(model: LoadedModel, requests: Sequence[FimRequest], cfg: SamplerConfig,
-                     should_stop: Callable[[], bool] = lambda: False) -> list[FimResult]:
-    """Decode `requests` in one batch; the middle's tokens of each, in order."""
+                     should_stop: Callable[[], bool] = lambda: False,
+                     drop_rows: Callable[[], Sequence[int]] | None = None) -> list[FimResult]:
+    """Decode `requests` in one batch; the middle's tokens of each, in order. `drop_rows`
+    names requests whose callers are gone: they end at the next step, the others go on."""
     if not requests:
         return []
     spec = model.spec
@@ -68,5 +70,6 @@ def sample_fim_batch(model: LoadedModel, requests: Sequence[FimRequest], cfg: Sa
                                   model.device)
     temps = torch.tensor([r.temperature for r in requests], dtype=torch.float32,
                          device=model.device)
-    result = decode_rows(model.denoiser, spec, x, span_of, cfg, temps, key_mask, should_stop)
+    result = decode_rows(model.denoiser, spec, x, span_of, cfg, temps, key_mask, should_stop,
+                         drop_rows)
     return [FimResult(cand.spans[0], result.forward_passes) for cand in result.candidates]

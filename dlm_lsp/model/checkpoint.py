@@ -37,6 +37,15 @@ class ModelError(Exception):
     """A model that cannot be found or loaded; the message is meant for the user."""
 
 
+class NotDownloaded(ModelError):
+    """``model`` names a hub id that the local hub cache does not hold."""
+
+    def __init__(self, repo_id: str):
+        super().__init__(f"{repo_id!r} is not downloaded yet: run `dlm-lsp pull {repo_id}` "
+                         "(editors offer to download it)")
+        self.repo_id = repo_id
+
+
 @dataclass
 class DlmSpec:
     """The diffusion facts of a checkpoint (``dlm.json``)."""
@@ -140,8 +149,7 @@ def resolve_model_path(model: str) -> Path:
         snap = _from_hub_cache(model)
         if snap is not None:
             return snap
-        raise ModelError(f"{model!r} is not in the local hub cache (nothing is downloaded). "
-                         + HOW_TO_POINT)
+        raise NotDownloaded(model)
     raise ModelError(f"Model directory {model!r} does not exist. " + HOW_TO_POINT)
 
 
@@ -162,18 +170,36 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def weight_files(path: Path) -> list[Path]:
+    """The checkpoint's safetensors files: ``model.safetensors``, or the shards its index
+    names, each confined to the checkpoint directory (an index cannot point elsewhere)."""
     single = path / "model.safetensors"
-    if single.is_file():
-        return load_file(single)
     index = path / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        weights: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            weights.update(load_file(path / shard))
-        return weights
-    raise ModelError(f"{path} has no model.safetensors (only safetensors are loaded)")
+    if single.is_file() or not index.is_file():
+        return [single]
+    try:
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{index} is not a safetensors index: {exc}") from exc
+    root = path.resolve()
+    files = []
+    for name in names:
+        shard = (path / str(name)).resolve()
+        if not isinstance(name, str) or shard.parent != root or not name.endswith(".safetensors"):
+            raise ModelError(f"{index} names a shard outside the checkpoint directory: {name!r}")
+        files.append(shard)
+    return files
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    files = weight_files(path)
+    if not all(f.is_file() for f in files):
+        missing = ", ".join(f.name for f in files if not f.is_file())
+        raise ModelError(f"{path} lacks {missing} (only safetensors are loaded)")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights.update(load_file(f))
+    return weights
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -215,13 +241,8 @@ def _count_stored(path: Path) -> int:
     """Parameters stored in the checkpoint's safetensors, read from their headers only."""
     from safetensors import safe_open
 
-    files = [path / "model.safetensors"]
-    index = path / "model.safetensors.index.json"
-    if not files[0].is_file() and index.is_file():
-        files = [path / f for f in sorted(set(json.loads(index.read_text())["weight_map"]
-                                              .values()))]
     total = 0
-    for f in files:
+    for f in weight_files(path):
         if f.is_file():
             with safe_open(str(f), framework="pt") as st:
                 for key in st.keys():  # noqa: SIM118 (safe_open is not a dict)

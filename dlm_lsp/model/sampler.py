@@ -36,6 +36,10 @@ from dlm_lsp.model.denoiser import Denoiser, KVCache
 class Cancelled(Exception):
     """Raised between steps when the caller's ``should_stop`` says so."""
 
+    def __init__(self, forward_passes: int = 0):
+        super().__init__(f"cancelled after {forward_passes} forward passes")
+        self.forward_passes = forward_passes
+
 
 @dataclass
 class SamplerConfig:
@@ -133,6 +137,7 @@ def decode_rows(
     temps: torch.Tensor,  # (B,) temperature per row
     key_mask: torch.Tensor | None = None,  # (B, T) False = padding no row attends to
     should_stop: Callable[[], bool] = lambda: False,
+    drop_rows: Callable[[], Sequence[int]] | None = None,  # rows to end now (callers gone)
 ) -> SampleResult:
     """The decoding loop over prepared rows: :func:`sample` for one request, or several
     requests padded to one layout (``batching.py``; no expand tokens there)."""
@@ -151,11 +156,13 @@ def decode_rows(
     with torch.inference_mode():
         while True:
             slots = (span_of >= 0).nonzero().squeeze(1)  # (S,) positions of all slots
+            if drop_rows is not None and (gone := list(drop_rows())):
+                _end_rows(x, slots, gone, spec)
             masked = x[:, slots] == spec.mask_token_id  # (B, S)
             if not masked.any():
                 break
             if should_stop():
-                raise Cancelled()
+                raise Cancelled(nfe)
             # Logits only where they are used: masked slots (all slots when remasking),
             # within the window (never narrower than this step's quota).
             need = torch.ceil(masked.sum(1) / max(cfg.max_steps - steps, 1)).clamp(min=1)
@@ -198,6 +205,13 @@ def decode_rows(
                 cache = None  # positions after the span moved: recompute everything
 
     return SampleResult(_collect(x, conf, span_of, spec), nfe, steps, history)
+
+
+def _end_rows(x: torch.Tensor, slots: torch.Tensor, rows: list[int], spec: DlmSpec) -> None:
+    """End `rows` where they stand: their open slots become pad, so no step waits on them."""
+    idx = torch.tensor(rows, dtype=torch.long, device=x.device)[:, None]
+    sub = x[idx, slots[None, :]]
+    x[idx, slots[None, :]] = torch.where(sub == spec.mask_token_id, spec.pad_token_id, sub)
 
 
 def _layout(pieces: Sequence[Piece], mask_id: int, B: int, device: torch.device):

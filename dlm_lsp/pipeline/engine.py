@@ -61,6 +61,7 @@ class Engine:
         self._generation = 0  # bumped when the model setting changes mid-load
         self.cache: LRUCache[SampleResult] = LRUCache(256)
         self.model_runs = 0  # sampler runs that were not cache hits
+        self.cancelled_passes: int | None = None  # forward passes of the last cancelled run
         self.last_stats: RunStats | None = None
         self._shown: Shown | None = None  # the last completion, for typing ahead
 
@@ -166,7 +167,11 @@ class Engine:
             return hit, stats
         stop = cancel.is_set if cancel else (lambda: False)
         self.model_runs += 1
-        result = decode(model, pieces, cfg, stop)
+        try:
+            result = decode(model, pieces, cfg, stop)
+        except Cancelled as exc:
+            self.cancelled_passes = exc.forward_passes
+            raise
         self.cache.put(key, result)
         stats = RunStats(result.forward_passes, result.steps, result.generated_tokens, n_ctx,
                          (time.perf_counter() - t0) * 1e3, cached=False)

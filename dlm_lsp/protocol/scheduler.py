@@ -68,6 +68,7 @@ class ModelThread:
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlm-model")
+        self.busy = False  # a job is running now (a cancelled decode runs to its next step)
 
     async def run(self, gate: RequestGate, ticket: Ticket, debounce_s: float,
                   work: Callable[[threading.Event], T]) -> T | None:
@@ -88,11 +89,14 @@ class ModelThread:
                     gate.superseded += 1
                     return None
                 gate.started += 1
+                self.busy = True
                 try:
                     return work(ticket.cancel)
                 except Cancelled:
                     gate.superseded += 1
                     return None
+                finally:
+                    self.busy = False
 
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.executor, guarded)

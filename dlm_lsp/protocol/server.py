@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import sys
 import threading
 import traceback
 import uuid
@@ -13,19 +15,24 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
+from pygls.io_ import StdinAsyncReader, StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from dlm_lsp import __version__
 from dlm_lsp.config import Settings, apply_settings
+from dlm_lsp.model import hub
+from dlm_lsp.model.checkpoint import NotDownloaded
 from dlm_lsp.pipeline import edits
 from dlm_lsp.pipeline.context import OtherDocument
 from dlm_lsp.pipeline.engine import CompletionOutcome, ModelError, load_key
 from dlm_lsp.pipeline.syntax import detect_language, error_regions, find_holes
+from dlm_lsp.protocol.documents import LspWorkspace
 from dlm_lsp.protocol.lsp_items import completion_items, inline_items, workspace_edit
 from dlm_lsp.protocol.positions import normalize_encoding, offset_at
 from dlm_lsp.protocol.scheduler import ModelThread, RequestGate
+from dlm_lsp.protocol.transport import serve_messages
 from dlm_lsp.serving.remote import make_engine
 
 log = logging.getLogger("dlm_lsp")
@@ -34,6 +41,8 @@ T = TypeVar("T")
 REWRITE = "refactor.rewrite.dlm"  # CodeActionKind is an open set; lsprotocol enums are closed
 QUICKFIX = "quickfix.dlm"
 MAX_OTHER_DOCS = 8
+APPLY_EDIT_TIMEOUT_S = 30.0  # a client that never answers workspace/applyEdit
+DOWNLOAD = "Download"
 
 
 @dataclass
@@ -60,6 +69,15 @@ class DlmProtocol(LanguageServerProtocol):
                 self._send_response(data["id"], None, error.to_response_error())
             raise
 
+    def handle_message(self, message: Any) -> None:
+        """After ``shutdown``, a request other than ``exit`` is an InvalidRequest (LSP)."""
+        method = getattr(message, "method", None)
+        if self._shutdown and method not in (None, types.EXIT) and hasattr(message, "id"):
+            error = JsonRpcInvalidRequest(f"the server is shut down; {method} is refused")
+            self._send_response(message.id, None, error.to_response_error())
+            return
+        super().handle_message(message)
+
 
 class DlmServer(LanguageServer):
     """pygls server holding settings, the engine, the request gate and the model thread."""
@@ -72,6 +90,42 @@ class DlmServer(LanguageServer):
         self.model_thread = ModelThread()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._shown: set[str] = set()
+
+    # -- transports ------------------------------------------------------------------------
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        """Serve stdio through dlm-lsp's message loop (``transport.serve_messages``)."""
+        self._stop_event = threading.Event()
+        reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(serve_messages(reader, self.protocol, self._stop_event))
+        except (BrokenPipeError, KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve one TCP client at a time through the same message loop."""
+        self._stop_event = stop = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)  # type: ignore[arg-type]
+            await serve_messages(reader, self.protocol, stop)
+            self.shutdown()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(serve())
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            pass
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """One line in the client's log, never a pop-up: the user did nothing wrong."""
+        self.log_info(f"dlm: {type(error).__name__}: {error}", types.MessageType.Error)
 
     # -- messages to the client ----------------------------------------------------------
     def log_info(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
@@ -86,6 +140,14 @@ class DlmServer(LanguageServer):
         if message not in self._shown:
             self._shown.add(message)
             self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def tell(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        """Show `message` now: the answer to something the user asked for."""
+        self.log_info(message, kind)
+        try:
+            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+        except Exception:  # no client connection
+            pass
 
     def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run `fn` on the event loop (for messages sent from the model thread)."""
@@ -164,6 +226,9 @@ class DlmServer(LanguageServer):
                 model = self.engine.load(report)
                 self.call_in_loop(self.log_info, f"dlm: model ready ({model.path})")
                 done = "ready"
+            except NotDownloaded as exc:
+                self.call_in_loop(self.offer_download, exc.repo_id)
+                done = "not downloaded"
             except ModelError as exc:
                 self.call_in_loop(self.show_once, f"dlm: {exc}")
                 done = "failed"
@@ -172,6 +237,57 @@ class DlmServer(LanguageServer):
                                   types.WorkDoneProgressEnd(message=f"model {done}"))
 
         self.model_thread.submit(job)
+
+    def offer_download(self, repo_id: str) -> None:
+        """Ask the user whether to download `repo_id` (with its size); then pull it with
+        $/progress and load it. Offline, say how to pull it elsewhere."""
+        async def ask() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                p = await loop.run_in_executor(self.model_thread.executor, hub.plan, repo_id)
+            except hub.PullError as exc:
+                self.show_once(f"dlm: {repo_id} is not downloaded, and {exc}")
+                return
+            answer = await self.window_show_message_request_async(types.ShowMessageRequestParams(
+                type=types.MessageType.Info,
+                message=f"dlm: download {repo_id} ({hub.human(p.missing_bytes)}) into the "
+                        "local hub cache?",
+                actions=[types.MessageActionItem(DOWNLOAD), types.MessageActionItem("Not now")]))
+            if answer is None or answer.title != DOWNLOAD:
+                self.log_info(f"dlm: {repo_id} not downloaded; `dlm-lsp pull {repo_id}` fetches "
+                              "it too")
+                return
+            await self.download(p)
+
+        asyncio.ensure_future(ask())
+
+    async def download(self, p: hub.PullPlan) -> None:
+        token = f"dlm-pull-{uuid.uuid4()}"
+        progress = bool(self.capability("window", "work_done_progress"))
+        if progress:
+            await self.work_done_progress.create_async(token)
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                title=f"dlm: downloading {p.repo_id}", percentage=0, cancellable=False))
+
+        def report(done: int, total: int) -> None:
+            if progress:
+                self.call_in_loop(self.work_done_progress.report, token,
+                                  types.WorkDoneProgressReport(
+                                      message=f"{hub.human(done)} of {hub.human(total)}",
+                                      percentage=int(100 * done / max(total, 1))))
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.model_thread.executor, hub.pull, p, report)
+            outcome = "done"
+        except hub.PullError as exc:
+            self.show_once(f"dlm: {exc}")
+            outcome = "failed"
+        if progress:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(
+                message=f"download {outcome}"))
+        if outcome == "done":
+            self.start_model_load()
 
     async def pull_configuration(self) -> None:
         if not self.capability("workspace", "configuration"):
@@ -220,6 +336,8 @@ def guarded(default: Callable[[], T]) -> Callable[[Callable[..., Awaitable[T]]],
 
 @SERVER.feature(types.INITIALIZE)
 def initialize(ls: DlmServer, params: types.InitializeParams) -> None:
+    # pygls has just created the workspace: documents follow LSP's line rules instead
+    ls.protocol._workspace = LspWorkspace.replacing(ls.workspace)
     ls.apply_settings(params.initialization_options)
 
 
@@ -325,6 +443,8 @@ async def code_action(ls: DlmServer, params: types.CodeActionParams) -> list[typ
     resolve = ls.capability("text_document", "code_action", "resolve_support", "properties")
     if not resolve or "edit" not in resolve:  # the client cannot resolve: edits now, or commands
         actions = [await _without_resolve(ls, a) for a in actions]
+        # a Fill holes action computed now and without an edit would do nothing: drop it
+        actions = [a for a in actions if a.edit is not None or a.command is not None]
     return actions
 
 
@@ -339,12 +459,21 @@ async def _without_resolve(ls: DlmServer, action: types.CodeAction) -> types.Cod
     return await _resolve(ls, action)
 
 
+NO_FILL = "dlm: no fill for the holes here parses; the file is unchanged"
+NO_EDIT = "dlm: no regeneration of the selection parses; the file is unchanged"
+
+
 async def _resolve(ls: DlmServer, action: types.CodeAction) -> types.CodeAction:
+    """The action's edit; when there is none, the user is told why instead of nothing."""
     data = action.data if isinstance(action.data, dict) else {}
     if data.get("command") == "dlm.fillHoles":
         action.edit = await _fill_holes_edit(ls, data)
+        if action.edit is None:
+            ls.tell(NO_FILL)
     elif data.get("command") == "dlm.instantEdit":
         action.edit = await _instant_edit_edit(ls, data)
+        if action.edit is None:
+            ls.tell(NO_EDIT)
     return action
 
 
@@ -388,7 +517,8 @@ async def _apply(ls: DlmServer, edit: types.WorkspaceEdit | None, label: str) ->
     if edit is None:
         return None
     try:
-        await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=label))
+        await asyncio.wait_for(ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit, label=label)), APPLY_EDIT_TIMEOUT_S)
     except Exception as exc:  # the client may not apply edits: it still gets the edit back
         ls.log_info(f"workspace/applyEdit failed: {exc}", types.MessageType.Warning)
     return ls.protocol._converter.unstructure(edit)
@@ -397,7 +527,10 @@ async def _apply(ls: DlmServer, edit: types.WorkspaceEdit | None, label: str) ->
 @SERVER.command("dlm.fillHoles")
 async def cmd_fill_holes(ls: DlmServer, *args: Any) -> Any:
     """Fill every hole in {uri, range?} jointly and apply the edit."""
-    return await _apply(ls, await _fill_holes_edit(ls, _command_args(args)), "dlm: fill holes")
+    edit = await _fill_holes_edit(ls, _command_args(args))
+    if edit is None:
+        ls.tell(NO_FILL)
+    return await _apply(ls, edit, "dlm: fill holes")
 
 
 async def _instant_edit_edit(ls: DlmServer, data: dict[str, Any]) -> types.WorkspaceEdit | None:
@@ -415,16 +548,19 @@ async def _instant_edit_edit(ls: DlmServer, data: dict[str, Any]) -> types.Works
 @SERVER.command("dlm.instantEdit")
 async def cmd_instant_edit(ls: DlmServer, *args: Any) -> Any:
     """Regenerate {uri, range} from both sides, following {instruction} when given."""
-    return await _apply(ls, await _instant_edit_edit(ls, _command_args(args)),
-                        "dlm: instant edit")
+    edit = await _instant_edit_edit(ls, _command_args(args))
+    if edit is None:
+        ls.tell(NO_EDIT)
+    return await _apply(ls, edit, "dlm: instant edit")
 
 
 @SERVER.command("dlm.status")
 async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
-    """Model state, counters and the last run's figures, for status bars and tests."""
+    """Model state, counters and the last run's figures, for status bars and tests; with
+    {uri}, the server's copy of that document (version, length, sha256) to check sync."""
     e = ls.engine
     stats = e.last_stats
-    return {
+    out = {
         "version": __version__,
         "state": e.state,
         "error": e.error,
@@ -433,9 +569,18 @@ async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
         "modelRuns": e.model_runs,
         "started": ls.gate.started,
         "superseded": ls.gate.superseded,
+        "busy": ls.model_thread.busy,
+        "cancelledPasses": e.cancelled_passes,
         "cacheHits": e.cache.hits,
         "lastRun": None if stats is None else stats.__dict__,
     }
+    uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
+    if isinstance(uri, str):
+        snap = ls.snapshot(uri)
+        out["document"] = None if snap is None else {
+            "version": snap.version, "length": len(snap.text),
+            "sha256": hashlib.sha256(snap.text.encode("utf-8", "surrogatepass")).hexdigest()}
+    return out
 
 
 @SERVER.feature(types.SHUTDOWN)

@@ -34,14 +34,18 @@ class RayFimService:
         self.model_name = model_name
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)
-        async def run(batch: list[FimParams]) -> list[Completion]:
+        async def run(batch: list[FimParams]) -> list[Completion | Exception]:
             self.local.stats.record(len(batch))
             return await asyncio.to_thread(self.local.decode, batch)
 
         self._run = run
 
-    async def complete(self, params: FimParams) -> Completion:
-        return await self._run(params)
+    async def complete(self, params: FimParams, disconnected: asyncio.Event) -> Completion:
+        """Ray's proxy cancels a request whose client hangs up; a failed row fails alone."""
+        result = await self._run(params)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def state(self) -> dict[str, Any]:
         return self.local.state()

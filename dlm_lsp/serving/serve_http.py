@@ -15,17 +15,21 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dlm_lsp.config import Settings
 from dlm_lsp.model.autoregressive import is_autoregressive
 from dlm_lsp.model.batching import FimRequest, sample_fim_batch
+from dlm_lsp.model.sampler import Cancelled
 from dlm_lsp.pipeline.context import build_context
 from dlm_lsp.pipeline.engine import Engine, context_budget, decode
 from dlm_lsp.pipeline.postprocess import cut_repeated_suffix
-from dlm_lsp.serving.fim_api import Completion, FimParams, Limits, make_app
+from dlm_lsp.serving.connections import header_timeout_protocol
+from dlm_lsp.serving.fim_api import ClientGone, Completion, FimParams, Limits, make_app
+from dlm_lsp.serving.jobs import DecodeTimeout, Job, JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +48,25 @@ class BatchStats:
 
 
 class LocalFimService:
-    """The API's service on this machine: an Engine and an asyncio batcher in front of it."""
+    """The API's service on this machine: an Engine behind a bounded queue (``jobs.py``)."""
 
     def __init__(self, settings: Settings, model_name: str, max_batch: int = 16,
-                 window_ms: float = 5.0):
+                 window_ms: float = 5.0, limits: Limits | None = None,
+                 max_waiting: int = 64, queue_timeout_s: float = 10.0):
         self.engine = Engine(settings, log=log.info)
         self.model_name = model_name
         self.max_batch, self.window_s = max_batch, window_ms / 1e3
+        self.limits = limits or Limits()
+        self.max_waiting, self.queue_timeout_s = max_waiting, queue_timeout_s
         self.stats = BatchStats()
-        self._queue: asyncio.Queue[tuple[FimParams, asyncio.Future[Completion]]] | None = None
+        self.decoding = 0  # rows in the batch being decoded now
+        self.last_forward_passes = 0  # of the last batch: a dropped row ends it early
+        self.queue: JobQueue[FimParams, Completion] | None = None
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load the model (off the event loop) and start batching."""
-        self._queue = asyncio.Queue()
+        self.queue = JobQueue(self.max_waiting, self.queue_timeout_s, self.limits.timeout_s)
         self._worker = asyncio.create_task(self._batches())
         await asyncio.to_thread(self.engine.load)
 
@@ -68,45 +77,67 @@ class LocalFimService:
     def state(self) -> dict[str, Any]:
         return {"state": self.engine.state, "error": self.engine.error,
                 "batches": self.stats.batches, "requests": self.stats.requests,
-                "largest_batch": self.stats.largest}
+                "largest_batch": self.stats.largest, "decoding": self.decoding,
+                "last_forward_passes": self.last_forward_passes,
+                "waiting": len(self.queue) if self.queue is not None else 0}
 
-    async def complete(self, params: FimParams) -> Completion:
-        assert self._queue is not None, "start() first"
-        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
-        await self._queue.put((params, future))
-        return await future
+    async def complete(self, params: FimParams, disconnected: asyncio.Event) -> Completion:
+        assert self.queue is not None, "start() first"
+        job = self.queue.submit(params, params.max_tokens, self.max_batch)
+        hang_up = asyncio.create_task(disconnected.wait())
+        try:
+            await asyncio.wait({job.future, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hang_up.cancel()
+        if not job.future.done():
+            job.abandoned = True  # its row ends at the next step
+            raise ClientGone()
+        done = job.future.result()
+        done.timings = job.timings()
+        return done
 
     async def _batches(self) -> None:
-        assert self._queue is not None
+        assert self.queue is not None
         while True:
-            batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.window_s
-            while len(batch) < self.max_batch:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0 and self._queue.empty():
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), max(left, 0)))
-                except TimeoutError:
-                    break
-            live = [(p, f) for p, f in batch if not f.done()]  # timed-out callers are gone
-            if not live:
-                continue
+            jobs = await self.queue.next_batch(self.max_batch, self.window_s)
+            dropped: set[int] = set()
+            gone_rows = _gone_rows(jobs, dropped)
+            t0 = time.monotonic()
+            self.decoding = len(jobs)
             try:
-                done = await asyncio.to_thread(self.decode, [p for p, _ in live])
-            except Exception as exc:  # a failed batch fails its requests, not the server
-                log.exception("batch failed")
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.stats.record(len(live))
-            for (_, fut), completion in zip(live, done, strict=True):
-                if not fut.done():
-                    fut.set_result(completion)
+                results = await asyncio.to_thread(self.decode, [j.params for j in jobs],
+                                                  gone_rows)
+            finally:
+                self.decoding = 0
+            self.queue.record_batch(time.monotonic() - t0)
+            self.stats.record(len(jobs))
+            for i, (job, result) in enumerate(zip(jobs, results, strict=True)):
+                if job.future.done() or job.abandoned:
+                    continue
+                if i in dropped:  # ended by its time limit
+                    job.future.set_exception(DecodeTimeout(self.limits.timeout_s))
+                elif isinstance(result, Exception):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
 
-    def decode(self, batch: list[FimParams]) -> list[Completion]:
-        """Blocking: tokenise, decode `batch` in one run, cut each middle."""
+    def decode(self, batch: list[FimParams], gone_rows: RowsGone | None = None,
+               ) -> list[Completion | Exception]:
+        """Blocking: decode `batch` in one run; if the run fails, each request alone, so that
+        one bad request fails only itself."""
+        try:
+            return list(self._decode(batch, gone_rows))
+        except Exception as exc:
+            if len(batch) == 1:
+                log.warning("request failed: %s", exc)
+                return [exc]
+        out: list[Completion | Exception] = []
+        for i, params in enumerate(batch):
+            alone = None if gone_rows is None else _one_row(gone_rows, i)
+            out.extend(self.decode([params], alone))
+        return out
+
+    def _decode(self, batch: list[FimParams], gone_rows: RowsGone | None) -> list[Completion]:
         model = self.engine.load()
         settings = self.engine.settings
         contexts = [build_context(p.prompt + p.suffix, len(p.prompt), model.encode,
@@ -115,16 +146,43 @@ class LocalFimService:
                     for c, p in zip(contexts, batch, strict=True)]
         cfg = self.engine.sampler_config(candidates=1)
         if is_autoregressive(model.spec):  # left to right: one request at a time
-            tokens = [decode(model, [r.prefix_ids, r.max_tokens, r.suffix_ids],
-                             cfg).candidates[0].spans[0] for r in requests]
+            tokens = []
+            for i, r in enumerate(requests):
+                gone = _one_row(gone_rows, i) if gone_rows is not None else list
+                try:
+                    tokens.append(decode(model, [r.prefix_ids, r.max_tokens, r.suffix_ids],
+                                         cfg, lambda g=gone: bool(g())).candidates[0].spans[0])
+                except Cancelled:
+                    tokens.append([])
         else:
-            tokens = [r.tokens for r in sample_fim_batch(model, requests, cfg)]
+            results = sample_fim_batch(model, requests, cfg, drop_rows=gone_rows)
+            tokens = [r.tokens for r in results]
+            self.last_forward_passes = results[0].forward_passes
         out = []
         for toks, ctx, p in zip(tokens, contexts, batch, strict=True):
             text = cut_repeated_suffix(model.decode(toks), ctx.suffix)
             out.append(Completion(text, len(ctx.prefix_ids) + len(ctx.suffix_ids), len(toks),
                                   "length" if len(toks) >= p.max_tokens else "stop"))
         return out
+
+
+RowsGone = Callable[[], Sequence[int]]
+
+
+def _gone_rows(jobs: Sequence[Job[FimParams, Completion]], dropped: set[int]) -> RowsGone:
+    """The rows of `jobs` whose callers are gone (called between denoising steps), noted
+    in `dropped`."""
+    def rows() -> list[int]:
+        now = time.monotonic()
+        gone = [i for i, job in enumerate(jobs) if job.gone(now)]
+        dropped.update(gone)
+        return gone
+    return rows
+
+
+def _one_row(gone_rows: RowsGone, i: int) -> RowsGone:
+    """Row `i` of a batch decoded alone: [0] once the batch's row `i` is gone."""
+    return lambda: [0] if i in gone_rows() else []
 
 
 def is_loopback(host: str) -> bool:
@@ -148,7 +206,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-window-ms", type=float, default=5.0)
     p.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes)
     p.add_argument("--max-tokens", type=int, default=Limits.max_tokens)
-    p.add_argument("--timeout-s", type=float, default=Limits.timeout_s)
+    p.add_argument("--timeout-s", type=float, default=Limits.timeout_s,
+                   help="decode time limit of a request, from the start of its batch (504)")
+    p.add_argument("--max-waiting", type=int, default=64,
+                   help="requests that may wait for the decoder; beyond, 429 at once")
+    p.add_argument("--queue-timeout-s", type=float, default=10.0,
+                   help="longest wait for the decoder (429 with Retry-After beyond)")
+    p.add_argument("--limit-concurrency", type=int, default=128,
+                   help="open connections and requests at once (503 beyond)")
+    p.add_argument("--timeout-keep-alive", type=int, default=5,
+                   help="seconds an idle keep-alive connection stays open")
+    p.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="seconds to send a request's headers before the connection is closed")
+    p.add_argument("--body-timeout-s", type=float, default=Limits.body_timeout_s,
+                   help="seconds to send a request's body (408 beyond)")
 
 
 def api_key(host: str, env: str) -> str | None:
@@ -163,8 +234,9 @@ def api_key(host: str, env: str) -> str | None:
 def build(args: argparse.Namespace, settings: Settings) -> tuple[Any, LocalFimService]:
     """The Starlette app and its service; SystemExit with a message on an unsafe setup."""
     key = api_key(args.host, args.api_key_env)
-    service = LocalFimService(settings, args.model_name, args.max_batch, args.batch_window_ms)
-    limits = Limits(args.max_body_bytes, args.max_tokens, args.timeout_s)
+    limits = Limits(args.max_body_bytes, args.max_tokens, args.timeout_s, args.body_timeout_s)
+    service = LocalFimService(settings, args.model_name, args.max_batch, args.batch_window_ms,
+                              limits, args.max_waiting, args.queue_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -183,5 +255,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except SystemExit as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                http=header_timeout_protocol(args.header_timeout_s),
+                limit_concurrency=args.limit_concurrency,
+                timeout_keep_alive=args.timeout_keep_alive)
     return 0
