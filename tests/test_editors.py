@@ -51,12 +51,31 @@ def _run(cmd: list[str], model: Path, cwd: Path = ROOT, timeout: int = 300):
     return proc
 
 
-def test_neovim_plugin_completes_shows_and_accepts_ghost_text_and_fills_holes(parrot_checkpoint):
+def _nvim() -> str:
     local = ROOT / ".editors" / "neovim" / "bin" / "nvim"
     candidates = [str(local)] if local.exists() else []
     candidates += [p for p in [shutil.which("nvim")] if p]
     nvim = next((c for c in candidates if _version_ok([c], r"NVIM v0\.(1[2-9]|[2-9]\d)")), None)
-    nvim = _require(nvim, "Neovim 0.12+")
+    return _require(nvim, "Neovim 0.12+")
+
+
+def test_neovim_lazy_nvim_spec_defines_commands_help_and_checkhealth(parrot_checkpoint):
+    proc = _run([_nvim(), "--headless", "-u", "NONE", "-i", "NONE", "-c",
+                 "luafile editors/neovim/tests/test_lazy_spec.lua"], parrot_checkpoint)
+    assert proc.returncode == 0 and "0 failed" in proc.stdout, "lazy spec checks failed"
+
+
+def test_neovim_help_tags_are_committed_and_current(tmp_path):
+    doc = tmp_path / "doc"
+    shutil.copytree(EDITORS / "neovim" / "doc", doc)
+    (doc / "tags").unlink()
+    subprocess.run([_nvim(), "--headless", "-u", "NONE", "-i", "NONE", "-c",
+                    f"helptags {doc}", "-c", "qall!"], check=True, timeout=60)
+    assert (doc / "tags").read_text() == (EDITORS / "neovim" / "doc" / "tags").read_text()
+
+
+def test_neovim_plugin_completes_shows_and_accepts_ghost_text_and_fills_holes(parrot_checkpoint):
+    nvim = _nvim()
     proc = _run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "-c",
                  "luafile editors/neovim/tests/test_dlm_lsp.lua"], parrot_checkpoint)
     assert proc.returncode == 0, "the Neovim checks failed (output above)"
@@ -76,7 +95,7 @@ def test_emacs_package_byte_compiles_cleanly_and_its_eglot_and_ghost_tests_pass(
                  "editors/emacs/test/dlm-lsp-test.el", "-f", "ert-run-tests-batch-and-exit"],
                 parrot_checkpoint)
     assert proc.returncode == 0, "the ERT tests failed (output above)"
-    assert re.search(r"Ran 4 tests, 4 results as expected", proc.stdout + proc.stderr)
+    assert re.search(r"Ran 6 tests, 6 results as expected", proc.stdout + proc.stderr)
 
 
 def test_vscode_extension_real_language_client_gets_server_results(parrot_checkpoint):
@@ -87,6 +106,19 @@ def test_vscode_extension_real_language_client_gets_server_results(parrot_checkp
     proc = _run(["npm", "test", "--silent"], parrot_checkpoint, cwd=EDITORS / "vscode")
     assert proc.returncode == 0, "the extension tests failed (output above)"
     assert re.search(r"^# fail 0$", proc.stdout, re.M)
+
+
+def test_the_vsix_ships_no_dotfiles_and_no_links_out_of_the_extension(tmp_path):
+    import zipfile
+
+    vsix = EDITORS / "vscode" / "dlm-lsp.vsix"
+    _require(str(vsix) if vsix.is_file() else None, "the packaged .vsix (npm run package)")
+    with zipfile.ZipFile(vsix) as zf:
+        names = zf.namelist()
+        readme = zf.read("extension/readme.md" if "extension/readme.md" in names
+                         else "extension/README.md").decode()
+    assert not [n for n in names if n.rsplit("/", 1)[-1].startswith(".")], names
+    assert "../" not in readme and "blob/HEAD/.." not in readme
 
 
 def test_vscode_settings_mirror_the_server_settings_and_defaults():

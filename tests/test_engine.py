@@ -135,3 +135,41 @@ def test_changing_the_model_setting_loads_the_new_model(parrot_checkpoint, rando
     engine.update_settings(Settings(model=str(random_checkpoint)))
     assert engine.state == "idle" and len(engine.cache) == 0
     assert engine.load().path == random_checkpoint
+
+
+def _writes(engine: Engine, monkeypatch, out: str) -> None:
+    """Make the model write `out` into the span, whatever it is asked."""
+    real_run = engine.run
+
+    def run(pieces, cancel=None, cfg=None):
+        result, stats = real_run(pieces, cancel, cfg)
+        ids = engine.load().encode(out)
+        result.candidates[0].spans[0] = ids
+        return result, stats
+    monkeypatch.setattr(engine, "run", run)
+
+
+WHOLE_LINE = ("def mean(values):\n    if not values:\n        return 0.0\n"
+              "    total = 0.0\n    for v in values:\n        total += v\n    return total\n")
+
+
+@pytest.mark.parametrize("sel", ["    total = 0.0", "    total = 0.0\n", "total = 0.0"])
+def test_instant_edit_of_a_whole_line_keeps_its_indentation_and_line_break(
+        parrot_engine, monkeypatch, sel):
+    _writes(parrot_engine, monkeypatch, "total = 0")
+    start = WHOLE_LINE.index(sel)
+    edit = edits.instant_edit(parrot_engine, WHOLE_LINE, "python", start, start + len(sel))
+    assert edit is not None
+    out = WHOLE_LINE[:edit.start] + edit.text + WHOLE_LINE[edit.end:]
+    assert out == WHOLE_LINE.replace("    total = 0.0\n", "    total = 0\n")
+
+
+def test_edit_checks_weigh_how_much_code_an_error_covers():
+    from dlm_lsp.pipeline.engine import insertion_checker
+
+    text = "def f(values):\n    total = 0.0\n    return total +\n"
+    start = text.index("total = 0.0")
+    errors, baseline = insertion_checker(text, start, start + 11, "python", extent=True)
+    assert baseline[0] >= 1 and baseline[1] > 0  # the unfinished last line
+    assert errors("total = 0") == baseline
+    assert errors("total = 0.0 +") > baseline

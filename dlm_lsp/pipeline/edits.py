@@ -73,7 +73,7 @@ def fill_holes(
             fill = first_line(raw).strip()
         else:
             fill = reindent(raw, SpanPlan("block", hole.indent, hole.indent, ""))
-        errors, baseline = insertion_checker(text, hole.start, hole.end, language)
+        errors, baseline = insertion_checker(text, hole.start, hole.end, language, extent=True)
         kept = trim_until_parses(fill, errors, baseline, block=not _inline(text, hole))
         if kept is None:
             engine.log(f"fill-holes: no parseable fill for the {hole.kind} hole at {hole.start}")
@@ -108,9 +108,17 @@ def instant_edit(
     cancel: threading.Event | None = None,
 ) -> Edit | None:
     """Mask [start, end) and regenerate it from both sides, optionally following an
-    instruction given to the model as a comment just above the selection."""
+    instruction given to the model as a comment just above the selection.
+
+    The selection's leading indentation and trailing line break stay as they are: a whole
+    line selected from column 0 is rewritten after its indentation, never moved out of its
+    block. The result must not make the code around it parse worse (count and extent).
+    """
     if end - start > MAX_SELECTION_CHARS:
         engine.log(f"instant edit: selections over {MAX_SELECTION_CHARS} characters are refused")
+        return None
+    start, end = _body(text, start, end)
+    if end <= start:
         return None
     model = engine.load()
     s = engine.settings
@@ -133,11 +141,23 @@ def instant_edit(
         prefix_ids = model.encode(prefix)[-budget:]
         result, _ = engine.run([prefix_ids, slots, ctx.suffix_ids], cancel)
         raw = model.decode(result.candidates[0].spans[0])
-    multiline = "\n" in selected.strip("\n")
-    new = raw.rstrip() if multiline else first_line(raw).strip()
-    errors, baseline = insertion_checker(text, start, end, language)
+    multiline = "\n" in selected
+    new = raw.strip("\r\n").rstrip().lstrip(" \t") if multiline else first_line(raw).strip()
+    errors, baseline = insertion_checker(text, start, end, language, extent=True)
     kept = trim_until_parses(new, errors, baseline, block=multiline)
     return Edit(start, end, kept) if kept is not None else None
+
+
+def _body(text: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) without what a rewrite keeps: the indentation when the selection starts
+    in it, and a final line break (with the next line's indentation after it)."""
+    if not text[text.rfind("\n", 0, start) + 1:start].strip(" \t"):
+        while start < end and text[start] in " \t":
+            start += 1
+    body = text[start:end].rstrip(" \t")
+    if body.endswith(("\n", "\r")):
+        end = start + len(body.rstrip("\r\n"))
+    return start, end
 
 
 def _chat_reply(engine: Engine, model: LoadedModel, language: str | None, instruction: str,

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,7 +23,14 @@ from dlm_lsp.model.sampler import Cancelled, Piece, SamplerConfig, SampleResult,
 from dlm_lsp.pipeline.cache import LRUCache
 from dlm_lsp.pipeline.context import OtherDocument, build_context
 from dlm_lsp.pipeline.postprocess import Scored, finish_candidate, rank
-from dlm_lsp.pipeline.syntax import SpanPlan, comment_prefix, error_count, line_window, plan_span
+from dlm_lsp.pipeline.syntax import (
+    SpanPlan,
+    comment_prefix,
+    error_count,
+    error_extent,
+    line_window,
+    plan_span,
+)
 from dlm_lsp.pipeline.typeahead import Shown, far_suffix_edit, typed_ahead
 
 Progress = Callable[[str, int], None]  # message, percentage
@@ -249,15 +257,19 @@ def context_budget(settings: Settings, model: LoadedModel, slots: int) -> int:
 
 
 def insertion_checker(
-    text: str, start: int, end: int, language: str | None
-) -> tuple[Callable[[str], int], int]:
-    """A function counting syntax errors with [start, end) replaced, and the count without."""
+    text: str, start: int, end: int, language: str | None, extent: bool = False
+) -> tuple[Callable[[str], Any], Any]:
+    """A function measuring syntax errors with [start, end) replaced, and the measure
+    without. The measure is the error count; with `extent` (edits of existing code) it is
+    (count, bytes in errors): a rewrite that breaks the code after it must not pass because
+    tree-sitter folded the damage into an error that was already there."""
     lo, hi = line_window(text, start, end, before=200, after=50)
     head, tail = text[lo:start], text[end:hi]
 
-    def errors(candidate: str) -> int:
-        return error_count(language, head + candidate + tail,
-                           (len(head), len(head) + len(candidate)))
+    def errors(candidate: str) -> Any:
+        window = head + candidate + tail
+        count = error_count(language, window, (len(head), len(head) + len(candidate)))
+        return (count, error_extent(language, window)) if extent else count
 
     return errors, errors(text[start:end])
 

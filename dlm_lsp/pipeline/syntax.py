@@ -146,6 +146,13 @@ def error_count(language: str | None, text: str, inserted: tuple[int, int] | Non
     return len(errs) + sum(1 for e in errs if e.start_byte <= hi and e.end_byte >= lo)
 
 
+def error_extent(language: str | None, text: str) -> int:
+    """Bytes covered by syntax errors: tree-sitter may fold a new error into one that was
+    there (the count stays), but the broken region then grows."""
+    tree = parse(language, text)
+    return 0 if tree is None else sum(e.end_byte - e.start_byte for e in _errors(tree.root_node))
+
+
 def parses_no_worse(language: str | None, before: str, after: str) -> bool:
     """True when `after` has no more syntax errors than `before`."""
     if language not in LANGUAGES:

@@ -153,11 +153,17 @@ For example (:model \"embedded\" :maxTokens 24 :confidenceThreshold 0.9)."
     (when (<= (plist-get params :type) 2)
       (message "dlm-lsp: %s" (plist-get params :message)))))
 
-(defun dlm-lsp--connect ()
-  "The live connection, started and initialized on first use."
+(defvar dlm-lsp--ready nil "Non-nil once the server answered `initialize'.")
+(defvar dlm-lsp--waiting nil "Functions to call once the connection is ready.")
+
+(defun dlm-lsp--start ()
+  "Start the server process and initialize it without waiting for the answer.
+Starting takes a few seconds (Python, the model); Emacs stays responsive
+meanwhile and the work queued with `dlm-lsp--when-ready' runs once the
+server is ready."
   (unless (and dlm-lsp--connection (jsonrpc-running-p dlm-lsp--connection))
     (unless (executable-find (car dlm-lsp-command))
-      (user-error "dlm-lsp: `%s' not found; install it with: pip install dlm-lsp"
+      (user-error "dlm-lsp: `%s' not found; install it with: pip install dlm-language-server"
                   (car dlm-lsp-command)))
     (let ((conn (make-instance
                  'jsonrpc-process-connection
@@ -168,22 +174,46 @@ For example (:model \"embedded\" :maxTokens 24 :confidenceThreshold 0.9)."
                                         :stderr (get-buffer-create " *dlm-lsp stderr*"))
                  :request-dispatcher #'dlm-lsp--on-request
                  :notification-dispatcher #'dlm-lsp--on-notification)))
-      (let ((result (jsonrpc-request
-                     conn :initialize
-                     (list :processId (emacs-pid)
-                           :clientInfo '(:name "Emacs dlm-lsp.el")
-                           :rootUri :json-false
-                           :initializationOptions (or dlm-lsp-settings :json-false)
-                           :capabilities
-                           '(:general (:positionEncodings ["utf-32" "utf-16"])
-                             :workspace (:applyEdit t :configuration t)
-                             :window (:workDoneProgress t))))))
-        (setq dlm-lsp--encoding
-              (or (plist-get (plist-get result :capabilities) :positionEncoding) "utf-16")))
-      (jsonrpc-notify conn :initialized (make-hash-table))
-      (setq dlm-lsp--connection conn)
+      (setq dlm-lsp--connection conn dlm-lsp--ready nil)
       (dolist (buf (buffer-list))
-        (with-current-buffer buf (setq dlm-lsp--opened nil)))))
+        (with-current-buffer buf (setq dlm-lsp--opened nil)))
+      (jsonrpc-async-request
+       conn :initialize
+       (list :processId (emacs-pid)
+             :clientInfo '(:name "Emacs dlm-lsp.el")
+             :rootUri :json-false
+             :initializationOptions (or dlm-lsp-settings :json-false)
+             :capabilities
+             '(:general (:positionEncodings ["utf-32" "utf-16"])
+               :workspace (:applyEdit t :configuration t)
+               :window (:workDoneProgress t)))
+       :success-fn
+       (lambda (result)
+         (setq dlm-lsp--encoding
+               (or (plist-get (plist-get result :capabilities) :positionEncoding) "utf-16"))
+         (jsonrpc-notify conn :initialized (make-hash-table))
+         (setq dlm-lsp--ready t)
+         (let ((waiting (reverse dlm-lsp--waiting)))
+           (setq dlm-lsp--waiting nil)
+           (mapc #'funcall waiting)))
+       :error-fn (lambda (err) (message "dlm-lsp: the server did not start: %S" err))
+       :timeout 300
+       :timeout-fn (lambda () (message "dlm-lsp: the server did not answer initialize")))))
+  dlm-lsp--connection)
+
+(defun dlm-lsp--when-ready (fn)
+  "Call FN now if the server is ready, else once it is (starting it if needed)."
+  (if (and dlm-lsp--ready dlm-lsp--connection (jsonrpc-running-p dlm-lsp--connection))
+      (funcall fn)
+    (dlm-lsp--start)
+    (push fn dlm-lsp--waiting)))
+
+(defun dlm-lsp--connect ()
+  "The ready connection, for a command the user waits on (blocks while starting)."
+  (dlm-lsp--start)
+  (with-timeout (300 (user-error "dlm-lsp: the server did not start within 300 s"))
+    (while (not dlm-lsp--ready)
+      (accept-process-output (jsonrpc--process dlm-lsp--connection) 0.05)))
   dlm-lsp--connection)
 
 (defun dlm-lsp--sync ()
@@ -319,8 +349,14 @@ For example (:model \"embedded\" :maxTokens 24 :confidenceThreshold 0.9)."
   (dlm-lsp-next -1))
 
 (defun dlm-lsp-complete-inline ()
-  "Ask the server for ghost text at point now."
+  "Ask the server for ghost text at point (once it has started; never blocks)."
   (interactive)
+  (let ((buf (current-buffer)))
+    (dlm-lsp--when-ready
+     (lambda () (when (buffer-live-p buf)
+                  (with-current-buffer buf (dlm-lsp--request-inline)))))))
+
+(defun dlm-lsp--request-inline ()
   (let ((conn (dlm-lsp--sync))
         (buf (current-buffer))
         (tick (buffer-chars-modified-tick))

@@ -121,4 +121,31 @@ def volume(r):
         (should-not (dlm-lsp-ghost-text))
         (should (equal before (buffer-string)))))))
 
+(ert-deftest dlm-lsp-ghost-text-starts-the-server-without-blocking-emacs ()
+  ;; A fresh server: the request returns before the server has even answered initialize,
+  ;; and the ghost text still appears once it has.
+  (when (and dlm-lsp--connection (jsonrpc-running-p dlm-lsp--connection))
+    (jsonrpc-shutdown dlm-lsp--connection))
+  (setq dlm-lsp--connection nil dlm-lsp--ready nil dlm-lsp--waiting nil)
+  (dlm-lsp-test--with-buffer
+    (dlm-lsp-ghost-mode 1)
+    (goto-char (point-min)) (forward-line 10) (end-of-line)
+    (insert " *")
+    (dlm-lsp-complete-inline)
+    (should-not dlm-lsp--ready)
+    (should (= 1 (length dlm-lsp--waiting)))
+    (should (dlm-lsp-test--wait #'dlm-lsp-ghost-text 120))
+    (should dlm-lsp--ready)))
+
+(ert-deftest dlm-lsp-instant-edit-of-a-whole-line-keeps-its-indentation ()
+  (dlm-lsp-test--with-buffer
+    (goto-char (point-min)) (forward-line 3)
+    (let ((before (dlm-lsp-test--line 4)))
+      (should (string-prefix-p "    return" before))
+      ;; the whole line, from column 0 and with its line break, as `V' or a mouse selects it
+      (dlm-lsp-instant-edit (line-beginning-position) (1+ (line-end-position)))
+      (should (dlm-lsp-test--wait (lambda () (not (equal before (dlm-lsp-test--line 4)))) 60))
+      (should (string-match-p "^    [^ ]" (dlm-lsp-test--line 4)))
+      (should (string-prefix-p "class Shape" (dlm-lsp-test--line 6))))))
+
 ;;; dlm-lsp-test.el ends here

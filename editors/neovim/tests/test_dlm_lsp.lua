@@ -127,6 +127,8 @@ co = coroutine.create(function()
   wait(20000, function() return done end)
   local edited = vim.api.nvim_buf_get_lines(buf, 3, 4, false)[1]
   check('instant edit changes the selection', edited:match('1') ~= nil, edited)
+  -- the whole line went to the server (column 0 to its end): its indentation stays
+  check('instant edit keeps the line in its block', edited:match('^    %S') ~= nil, edited)
 
   io.stdout:write(('%d failed\n'):format(failures))
   client:stop(true)

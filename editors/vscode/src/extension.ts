@@ -14,7 +14,7 @@ import {
 } from 'vscode-languageclient/node';
 
 const SECTION = 'dlm';
-const INSTALL = 'pip install dlm-lsp';
+const INSTALL = 'pip install dlm-language-server';
 
 interface ServerStatus {
   state: string;

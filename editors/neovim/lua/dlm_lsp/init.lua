@@ -56,8 +56,27 @@ local function set_inline_keys(bufnr)
   end
 end
 
+--- Create :DlmInstantEdit, :DlmFillHoles and :DlmStatus (idempotent).
+function M.create_commands()
+  vim.api.nvim_create_user_command('DlmInstantEdit', function(o)
+    M.instant_edit(o.line1, o.line2, o.args ~= '' and o.args or nil)
+  end, { range = true, nargs = '?', force = true,
+         desc = 'dlm-lsp: regenerate the lines, optionally by instruction' })
+  vim.api.nvim_create_user_command('DlmFillHoles', function(o)
+    if o.range > 0 then
+      M.fill_holes(o.line1, o.line2)
+    else
+      M.fill_holes()
+    end
+  end, { range = true, force = true, desc = 'dlm-lsp: fill ... / TODO / <HOLE> holes' })
+  vim.api.nvim_create_user_command('DlmStatus', function()
+    M.status()
+  end, { force = true, desc = 'dlm-lsp: model state' })
+end
+
 --- Configure and enable the server. `opts` overrides M.defaults (deep merge).
 function M.setup(opts)
+  M.create_commands()
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
   local cfg = M.config
   if vim.fn.has('nvim-0.11') == 0 then
@@ -65,7 +84,7 @@ function M.setup(opts)
     return
   end
   if vim.fn.executable(cfg.cmd[1]) == 0 then
-    notify(('`%s` was not found. Install the server with: pip install dlm-lsp'):format(cfg.cmd[1]),
+    notify(('`%s` was not found. Install the server with: pip install dlm-language-server'):format(cfg.cmd[1]),
       vim.log.levels.WARN)
   end
   vim.lsp.config(M.name, {
@@ -150,6 +169,17 @@ function M.instant_edit(line1, line2, instruction, on_done)
       end
     end)
   end
+end
+
+--- The server's dlm.status answer for `bufnr`'s client (nil when not attached).
+function M.status_sync(bufnr, timeout_ms)
+  local client = M.client(bufnr)
+  if not client then
+    return nil
+  end
+  local r = client:request_sync('workspace/executeCommand',
+    { command = 'dlm.status', arguments = {} }, timeout_ms or 5000, bufnr or 0)
+  return r and r.result or nil
 end
 
 --- Show the server's model state and counters.
