@@ -101,3 +101,23 @@ def test_random_checkpoint_command_writes_a_loadable_directory(tmp_path):
     assert out.returncode == 0, out.stderr
     spec = json.loads((tmp_path / "ck" / "dlm.json").read_text())
     assert spec["expand_token_id"] is not None
+
+
+def test_the_readme_command_line_reference_names_every_subcommand_and_option():
+    import argparse
+
+    from dlm_lsp.cli import _parser
+
+    readme = (DEMO.parents[1] / "README.md").read_text()
+    reference = readme.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    parser = _parser()
+    missing = [o for a in parser._actions for o in a.option_strings
+               if o not in ("-h", "--help") and o not in reference]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if f"dlm-lsp {name}" not in reference:
+                    missing.append(name)
+                missing += [f"{name} {o}" for a in sub._actions for o in a.option_strings
+                            if o not in ("-h", "--help") and o not in reference]
+    assert missing == []
