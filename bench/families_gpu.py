@@ -1,4 +1,5 @@
-"""Each published family at its real shape, loaded through its adapter: memory and step time.
+"""Each published family at its real shape, loaded through its adapter: memory, step time,
+and its published recipe against the editor's fast path.
 
     python -m bench.families_gpu [--families dream llada ...] [--out runs/families_gpu.json]
 
@@ -6,7 +7,11 @@ For every family a random-weight checkpoint is written in the family's own layou
 config keys, weight names and tokenizer files, ``random_checkpoint.make_family_checkpoint``)
 at the shape of its published model, loaded with ``load_checkpoint`` in bf16 on the GPU as a
 user's checkpoint would be, and timed like ``bench.gpu`` (2048 context tokens, 32 slots).
-Records load time, weight and peak memory, full-forward and cached-step milliseconds.
+Records load time, weight and peak memory, full-forward and cached-step milliseconds; then
+decodes the same prompts with the family's published recipe (``model/recipes.py``, greedy)
+and with the fast path (dual K/V cache, unmask window, threshold 0.9): milliseconds and
+forward passes per completion for each, and how often the two write the same tokens.
+Random weights make the agreement a property of the decoders, not of a trained model.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,8 +64,43 @@ def measure(family: str, shape: tuple[int, int, int, int, int], device: str,
                                 for p in model.denoiser.parameters()) / 1e9, 2)}
     out.update(step_timings(model.denoiser.cfg, dev, next(model.denoiser.parameters()).dtype,
                             context=context, span=span, reps=5, model=model.denoiser))
+    out.update(recipe_vs_fast(model, span=span, context=min(context, 256)))
     del model
     shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def recipe_vs_fast(model: Any, span: int, context: int, prompts: int = 8) -> dict:
+    """The published recipe and the fast path on the same prompts: time, passes, agreement."""
+    from dlm_lsp.config import Settings
+    from dlm_lsp.pipeline.engine import Engine, decode
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = min(model.tokenizer.get_vocab_size(), 1000)  # ordinary tokens of the tokenizer
+    rows = {"published": [], "fast": []}
+    outputs: dict[str, list] = {"published": [], "fast": []}
+    for decoding in ("published", "fast"):
+        engine = Engine(Settings(model=str(model.path), decoding=decoding, temperature=0.0))
+        engine._model = model
+        cfg = engine.sampler_config(model, temperature=0.0, max_steps=span)
+        for _ in range(prompts):
+            ids = torch.randint(0, vocab, (context,), generator=gen).tolist()
+            cut = context // 2
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            result = decode(model, [ids[:cut], span, ids[cut:]], cfg)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            rows[decoding].append(((time.perf_counter() - t0) * 1e3, result.forward_passes))
+            outputs[decoding].append(result.candidates[0].spans)
+    same = sum(a == b for a, b in zip(outputs["published"], outputs["fast"], strict=True))
+    out = {}
+    for decoding, values in rows.items():
+        ms = sorted(v[0] for v in values)
+        out[f"{decoding}_ms_p50"] = round(ms[len(ms) // 2], 1)
+        out[f"{decoding}_passes_mean"] = round(sum(v[1] for v in values) / len(values), 1)
+    out["fast_agrees_with_published"] = f"{same}/{prompts}"
     return out
 
 

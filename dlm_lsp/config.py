@@ -55,6 +55,15 @@ class Settings:
     trust_remote_code: bool = False
     backend: str = "local"  # local | remote
     remote: RemoteSettings = field(default_factory=RemoteSettings)
+    # a published checkpoint: which adapter reads it (auto = detected), its prompt (auto =
+    # chat for instruct checkpoints), and its decoding: auto/published = the family's own
+    # recipe (model/recipes.py; a setting set explicitly still wins), fast = the editor's
+    # fast path (cache, window, threshold)
+    family: str = "auto"
+    prompt_format: str = "auto"  # auto | raw | chat
+    decoding: str = "auto"  # auto | published | fast
+    # the settings the user set (camelCase), so a family's recipe yields to them only
+    explicit: set[str] = field(default_factory=set, compare=False, repr=False)
 
 
 def camel(name: str) -> str:
@@ -156,6 +165,9 @@ CHECKS: dict[str, Check] = {
     "remote.model": _str,
     "remote.api_key_env": _key_env,
     "remote.timeout_ms": _int(100, 600000),
+    "family": _choice("auto", "dream", "dreamon", "open-dcoder", "llada", "fast-dllm-v2"),
+    "prompt_format": _choice("auto", "raw", "chat"),
+    "decoding": _choice("auto", "published", "fast"),
 }
 
 
@@ -166,6 +178,7 @@ def apply_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
     """
     settings = dataclasses.replace(base) if base else Settings()
     settings.remote = dataclasses.replace(settings.remote)
+    settings.explicit = set(settings.explicit)
     messages: list[str] = []
     if raw is None:
         return settings, messages
@@ -173,11 +186,12 @@ def apply_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
         raw = raw["dlm"]
     if not isinstance(raw, dict):
         return settings, [f"dlm settings must be an object, got {type(raw).__name__}; ignored"]
-    _overlay(settings, raw, "", messages)
+    _overlay(settings, raw, "", messages, settings.explicit)
     return settings, messages
 
 
-def _overlay(target: Any, raw: dict[str, Any], prefix: str, messages: list[str]) -> None:
+def _overlay(target: Any, raw: dict[str, Any], prefix: str, messages: list[str],
+             explicit: set[str]) -> None:
     fields = {f.name for f in dataclasses.fields(target)}
     for key, value in raw.items():
         name = snake(str(key))
@@ -190,7 +204,7 @@ def _overlay(target: Any, raw: dict[str, Any], prefix: str, messages: list[str])
         current = getattr(target, name)
         if dataclasses.is_dataclass(current):
             if isinstance(value, dict):
-                _overlay(current, value, path + ".", messages)
+                _overlay(current, value, path + ".", messages, explicit)
             else:
                 messages.append(f"dlm.{camel_path(path)} must be an object; kept the default")
             continue
@@ -201,6 +215,10 @@ def _overlay(target: Any, raw: dict[str, Any], prefix: str, messages: list[str])
             messages.append(f"dlm.{camel_path(path)} {error} (got {value!r}); kept {current!r}")
             continue
         setattr(target, name, value)
+        # clients like VS Code send every key with its default: only a value that differs
+        # from the default counts as the user's own choice
+        if value != getattr(type(target)(), name):
+            explicit.add(camel_path(path))
 
 
 def camel_path(path: str) -> str:
@@ -211,6 +229,8 @@ def settings_schema() -> dict[str, Any]:
     """Name, default and type of every setting, for `doctor` and the editors' docs."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
+        if f.name == "explicit":
+            continue
         value = getattr(Settings(), f.name)
         if dataclasses.is_dataclass(value):
             for g in dataclasses.fields(value):

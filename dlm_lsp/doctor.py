@@ -76,6 +76,7 @@ def run_doctor(settings: Settings) -> int:
     _line("device", model.device)
     if model.path.resolve() == EMBEDDED_DIR.resolve():
         _line("note", EMBEDDED_NOTE.format(params=f"{total / 1e6:.1f}M parameters"))
+    report_decoding(model, engine)
     outcome = engine.complete(SAMPLE, len(SAMPLE), "python")
     stats = outcome.stats
     text = outcome.candidates[0].text if outcome.candidates else ""
@@ -89,10 +90,47 @@ def run_doctor(settings: Settings) -> int:
     return 0 if parses and server_ok else 1
 
 
+def report_decoding(model: Any, engine: Any) -> None:
+    """The family, its ids and where each came from, the prompt format and the recipe."""
+    from dlm_lsp.model.recipes import recipe_for
+    from dlm_lsp.pipeline.engine import published_recipe
+
+    spec = model.spec
+    _line("family", model.family or "dlm-lsp checkpoint (dlm.json)")
+    for field in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id"):
+        value = getattr(spec, field)
+        where = spec.sources.get(field, "dlm.json" if model.family is None else "-")
+        token = model.tokenizer.id_to_token(value) if value is not None else None
+        _line(f"  {field}", f"{value} {token!r} (from {where})" if value is not None else "-")
+    if spec.end_token_ids:
+        _line("  more end tokens", ", ".join(
+            f"{i} {model.tokenizer.id_to_token(i)!r}" for i in spec.end_token_ids))
+    if spec.expand_token_id is not None or spec.delete_token_id is not None:
+        _line("  expand / delete", f"{spec.expand_token_id} / {spec.delete_token_id}")
+    _line("  logits shift", "yes (position i-1 predicts i)" if spec.logits_shift else "no")
+    _line("  attention", f"causal across blocks of {spec.block_size}" if spec.block_size
+          else "bidirectional")
+    _line("  prompt format", spec.prompt_format)
+    recipe = published_recipe(model, engine.settings)
+    if recipe is not None:
+        cfg = engine.sampler_config(model)
+        _line("decoding", f"published recipe: {recipe.describe()}; temperature {cfg.temperature:g}"
+              f" and top_p {cfg.top_p:g} in force (settings you set win)")
+        _line("  recipe from", recipe.source)
+    else:
+        why = ("decoding is \"fast\"" if recipe_for(model.family) else "no published recipe")
+        cfg = engine.sampler_config(model)
+        _line("decoding", f"editor fast path ({why}): threshold {cfg.threshold:g}, window "
+                          f"{cfg.window}, K/V cache {'on' if cfg.use_cache else 'off'}")
+    for warning in model.warnings:
+        _line("warning", warning)
+
+
 def check_server(settings: Settings, timeout: float = 300) -> bool:
     """Start ``dlm-lsp`` on stdio as an editor does; it must load the model and answer an
     inline completion. Prints one line per step."""
-    options = {camel(k): v for k, v in settings.__dict__.items() if k != "remote"}
+    options = {camel(k): v for k, v in settings.__dict__.items()
+               if k not in ("remote", "explicit")}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dlm_lsp"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

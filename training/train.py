@@ -198,7 +198,7 @@ def train(args: argparse.Namespace) -> Path | None:
     init_facts = load_weights(model, args.init_from) if args.init_from else None
     model.to(device)
     for block in model.model.layers:
-        block.self_attn.math_attention = True
+        block.self_attn.math_attention = args.attention == "math"
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
                             **({"fused": True} if device.type == "cuda" else {"foreach": True}))
@@ -299,7 +299,7 @@ def train(args: argparse.Namespace) -> Path | None:
         bar.set_postfix(loss=f"{loss_sum:.3f}", tok=f"{tokens / 1e6:.1f}M")
         row = {"step": step, "tokens": tokens, "loss": round(loss_sum, 4), "lr": lr,
                "elapsed_s": round(elapsed, 1)}
-        if step % 20 == 0:
+        if step % 10 == 0:
             now = time.perf_counter()
             row["tokens_per_s"] = round(tok_window / (now - t_window))
             t_window, tok_window = now, 0
@@ -353,6 +353,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast where the hardware has it (AMX/AVX-512 bf16, GPU)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--attention", choices=["math", "sdpa"], default="math",
+                    help="math: matmul + softmax (fastest compiled bf16 training on CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from these weights: a run's state.pt or a checkpoint directory")

@@ -57,9 +57,14 @@ class DlmSpec:
     delete_token_id: int | None = None  # DreamOn: removes its slot; then no token ends a span
     logits_shift: bool = False  # AR-adapted models predict token i from position i-1
     block_size: int = 0  # > 0: block diffusion, causal across blocks of this many positions
-    fim_token_ids: list[int] | None = None  # block diffusion: prefix/suffix/middle sentinels
+    bos_token_id: int | None = None
+    end_token_ids: list[int] = field(default_factory=list)  # more ends: <|im_end|>, <|eot_id|>
+    # how a span is framed: raw (prefix, slots, suffix), bos (+ bos first), bos_eos (+ eos
+    # last; DreamOn), chat (a user turn of the chat template, slots as the answer)
+    prompt_format: str = "raw"
     max_context: int = 2048
     training: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DlmSpec:
@@ -82,6 +87,7 @@ class LoadedModel:
     chat_template: str | None = None  # instruct checkpoints: used for Instant Edit
     bos_token: str = ""  # what the chat template puts first, when it asks for bos_token
     family: str | None = None  # the adapter that read a checkpoint without dlm.json
+    warnings: list[str] = field(default_factory=list)  # what loads but not as published
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -251,7 +257,8 @@ def _count_stored(path: Path) -> int:
 
 
 def load_checkpoint(path: Path, device: str = "cpu", quantize: str = "none",
-                    dtype: str = "auto") -> LoadedModel:
+                    dtype: str = "auto", family_setting: str = "auto",
+                    prompt_format: str = "auto") -> LoadedModel:
     """Load a checkpoint directory (or a published family's, through its adapter).
 
     Weights are cast to `dtype` (``auto``: fp32 on CPU, bf16 on CUDA) as they are placed on
@@ -267,23 +274,24 @@ def load_checkpoint(path: Path, device: str = "cpu", quantize: str = "none",
     hf_config = json.loads((path / "config.json").read_text())
     tok_cfg = families.read_json(path / "tokenizer_config.json")
     tokenizer = families.load_tokenizer(path, tok_cfg)
+    # detection also sees the tokens tokenizer.json adds (not only tokenizer_config.json's)
+    tok_cfg = {**tok_cfg, "tokenizer_added": sorted(
+        t.content for t in tokenizer.get_added_tokens_decoder().values())}
     family = None
     if (path / "dlm.json").is_file():
         spec = DlmSpec.from_json(json.loads((path / "dlm.json").read_text()))
         if hf_config.get("model_type") not in ("qwen2", "llama"):
             raise ModelError(f"unsupported backbone model_type {hf_config.get('model_type')!r}")
     else:
-        family = families.detect(hf_config, tok_cfg)
-        if family is None:
-            hint = (" It ships its own model code (auto_map), which dlm-lsp does not run."
-                    if hf_config.get("auto_map") else "")
-            raise ModelError(
-                f"{path} has no dlm.json and is not a known diffusion family "
-                f"({', '.join(f.name for f in families.FAMILIES)}), so its mask token and "
-                f"length handling are unknown.{hint} Add a dlm.json as described in DESIGN.md.")
-        spec = DlmSpec.from_json(families.spec_fields(family, hf_config, tokenizer))
+        family = _pick_family(path, hf_config, tok_cfg, family_setting)
+        chat = (families.is_chat_checkpoint(path, tok_cfg) if prompt_format == "auto"
+                else prompt_format == "chat")
+        spec = DlmSpec.from_json(families.spec_fields(
+            family, hf_config, tokenizer, tok_cfg,
+            families.read_json(path / "generation_config.json"), chat))
         hf_config = families.backbone_config(family, hf_config)
     cfg = DenoiserConfig.from_hf(hf_config)
+    warnings = cfg.rope_warnings()
     cfg.block_size = spec.block_size
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -305,7 +313,31 @@ def load_checkpoint(path: Path, device: str = "cpu", quantize: str = "none",
     return LoadedModel(path=path, denoiser=model, tokenizer=tokenizer, spec=spec, device=dev,
                        chat_template=families.chat_template(path, tok_cfg),
                        bos_token=families.bos_token(tok_cfg),
-                       family=family.name if family else None)
+                       family=family.name if family else None, warnings=warnings)
+
+
+def _pick_family(path: Path, hf_config: dict[str, Any], tok_cfg: dict[str, Any],
+                 setting: str) -> Any:
+    """The adapter for a checkpoint without dlm.json: the `family` setting when it names
+    one, else detection; an unknown layout is refused with what is missing."""
+    from dlm_lsp.model import families
+
+    names = ", ".join(f.name for f in families.FAMILIES)
+    if setting != "auto":
+        if setting not in {f.name for f in families.FAMILIES}:
+            raise ModelError(f'family "{setting}" is not one of {names}')
+        return families.by_name(setting)
+    family = families.detect(hf_config, tok_cfg)
+    if family is None:
+        hint = (" It ships its own model code (auto_map), which dlm-lsp does not run."
+                if hf_config.get("auto_map") else "")
+        raise ModelError(
+            f"{path} has no dlm.json and is not a known diffusion family ({names}): "
+            f"model_type {hf_config.get('model_type')!r}, architectures "
+            f"{hf_config.get('architectures')}, no mask token in its tokenizer config, so "
+            f"its mask token and length handling are unknown.{hint} Set the \"family\" "
+            "setting if it is one of these, or add a dlm.json (docs/design.md).")
+    return family
 
 
 def _build(cfg: DenoiserConfig, weights: dict[str, torch.Tensor], dev: torch.device,

@@ -40,6 +40,17 @@ class DenoiserConfig:
     # > 0: block diffusion (Fast-dLLM v2): a position sees every position of its own block
     # and the blocks before it, none after. Set from dlm.json, not from config.json.
     block_size: int = 0
+    rope_fp32: bool = False  # rotate q/k in fp32 whatever the weights' dtype (LLaDA)
+    rope_scaling: dict[str, Any] | None = None  # config.json's; "linear" is applied
+
+    def rope_warnings(self) -> list[str]:
+        """What of the config's rope_scaling is not applied, for the user to know."""
+        kind = (self.rope_scaling or {}).get("rope_type") or (self.rope_scaling or {}).get(
+            "type")
+        if kind in (None, "default", "linear"):
+            return []
+        return [f"rope_scaling {kind!r} is not implemented: positions beyond the model's "
+                "original window are not rescaled (short contexts are unaffected)"]
 
     @property
     def dim_head(self) -> int:
@@ -67,6 +78,8 @@ class DenoiserConfig:
             max_position_embeddings=cfg.get("max_position_embeddings", 4096),
             attention_bias=bool(bias),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            rope_fp32=bool(cfg.get("rope_fp32", False)),
+            rope_scaling=cfg.get("rope_scaling") or None,
         )
 
     def to_hf(self) -> dict[str, Any]:
@@ -156,8 +169,11 @@ class Attention(nn.Module):
         # rotary embedding before the head transpose: after it, compiled bf16 training on
         # CPU computed NaN gradients for K
         cos, sin = cos[:, None], sin[:, None]  # (T, 1, hd)
-        q = (q * cos + rotate_half(q) * sin).transpose(1, 2)  # (B, H, T, hd)
-        k = (k * cos + rotate_half(k) * sin).transpose(1, 2)  # (B, Hkv, T, hd)
+        dt = q.dtype
+        if cos.dtype != dt:  # fp32 rotary embeddings (LLaDA): rotate in fp32, then cast back
+            q, k = q.float(), k.float()
+        q = (q * cos + rotate_half(q) * sin).to(dt).transpose(1, 2)  # (B, H, T, hd)
+        k = (k * cos + rotate_half(k) * sin).to(dt).transpose(1, 2)  # (B, Hkv, T, hd)
         if cache is not None:
             if len(cache.keys) == layer:  # full forward: store K/V of every position
                 cache.keys.append(k)
@@ -260,10 +276,15 @@ class Denoiser(nn.Module):
         if need > self._rope_len:  # grow the cos/sin table in powers of two
             n = max(256, 1 << math.ceil(math.log2(need)))
             t = torch.arange(n, dtype=torch.float32, device=self.inv_freq.device)
+            scaling = self.cfg.rope_scaling or {}
+            if (scaling.get("rope_type") or scaling.get("type")) == "linear":
+                t = t / float(scaling.get("factor", 1.0))
             freqs = torch.outer(t, self.inv_freq)
             emb = torch.cat((freqs, freqs), dim=-1)
             self._cos, self._sin, self._rope_len = emb.cos(), emb.sin(), n
         dtype = self.model.embed_tokens.weight.dtype  # (a quantised lm_head has no .dtype)
+        if self.cfg.rope_fp32:
+            dtype = torch.float32
         return self._cos[positions].to(dtype), self._sin[positions].to(dtype)
 
     def forward(

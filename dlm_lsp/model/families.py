@@ -7,13 +7,19 @@ checkpoint directory holds: a :class:`DlmSpec`, a transformers-style backbone co
 weights under the native denoiser's names, so every family runs on ``denoiser.py`` with
 its K/V cache and cancellation. Nothing here runs code shipped with a checkpoint.
 
-| family | checkpoints | mask | ends | shift | attention |
-|---|---|---|---|---|---|
-| dream | Dream-v0, Dream-Coder-v0, DiffuCoder | 151666 | 151643 | yes | bidirectional |
-| dreamon | DreamOn-v0 (+ expand 151667, eos deletes a slot) | 151666 | none | yes | bidir. |
-| open-dcoder | Open-dCoder (Qwen2.5-Coder) | tokenizer's ``[MASK]`` | eos | yes | bidir. |
-| llada | LLaDA-8B Base/Instruct, LLaDA-1.5 | 126336 | 126081 | no | bidirectional |
-| fast-dllm-v2 | Fast_dLLM_v2 1.5B/7B | 151665 | 151645 | yes | causal across 32-token blocks |
+| family | checkpoints | mask | ends | shift | attention | prompt |
+|---|---|---|---|---|---|---|
+| dream | Dream-v0, Dream-Coder-v0, DiffuCoder | 151666 | 151643 | yes | bidirectional | raw |
+| dreamon | DreamOn-v0 (+ expand 151667, eos deletes) | 151666 | none | yes | bidir. | bos+eos |
+| open-dcoder | Open-dCoder (Qwen2.5-Coder) | tokenizer's mask | eos | yes | bidir. | raw |
+| llada | LLaDA-8B Base/Instruct, LLaDA-1.5 | 126336 | 126081 | no | bidir. | bos |
+| fast-dllm-v2 | Fast_dLLM_v2 1.5B/7B | 151665 | 151645 | yes | causal blocks of 32 | chat |
+
+Ids are read from the checkpoint first (``config.json``, ``generation_config.json``, the
+tokenizer's special tokens); the table's ids are only a fallback, and every value records
+where it came from (``DlmSpec.sources``). Instruct and chat checkpoints (a chat template, and
+"Instruct", "GRPO" or "chat" in their name) are given the chat prompt of ``pipeline/chat.py``
+and stop at their end-of-turn tokens.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ import torch
 from tokenizers import AddedToken, Tokenizer
 
 Config = dict[str, Any]
-QWEN_FIM = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")  # Qwen2.5's sentinels
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class Family:
     default_block_size: int = 0
     weights: str = "qwen2"  # "qwen2": transformers names already; "llada": renamed
     transformers_class: str | None = "Qwen2ForCausalLM"  # same weights, for parity checks
+    prompt: str = "raw"  # raw | bos | bos_eos | chat: how a span is framed for the model
+    rope_fp32: bool = False  # rotary embeddings computed in fp32 whatever the weights' dtype
     sources: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -62,19 +69,23 @@ def _mask_token(tok_cfg: Config) -> str | None:
 
 
 def _has_token(tok_cfg: Config, text: str) -> bool:
+    """`text` is an added token of the tokenizer config, or of tokenizer.json itself."""
     added = tok_cfg.get("added_tokens_decoder") or {}
-    return any(v.get("content") == text for v in added.values())
+    return any(v.get("content") == text for v in added.values()) \
+        or text in tok_cfg.get("tokenizer_added", ())
 
 
 FAMILIES: tuple[Family, ...] = (
     Family(
         "dreamon", "Dream-org/DreamOn-v0-7B",
-        detect=lambda c, t: c.get("model_type") == "Dream" and _has_token(t, "<|expand|>"),
+        detect=lambda c, t: c.get("model_type") == "Dream" and _is_dreamon(c, t),
         mask=151666, eos=151643, pad=151643, logits_shift=True, expand="<|expand|>",
-        eos_deletes=True,
+        eos_deletes=True, prompt="bos_eos",
         sources=("https://huggingface.co/Dream-org/DreamOn-v0-7B/blob/main/config.json",
                  "https://github.com/DreamLM/DreamOn (generation_utils.py: expand 151667, "
-                 "delete = <|endoftext|> 151643)"),
+                 "delete = <|endoftext|> 151643)",
+                 "https://github.com/DreamLM/DreamOn/blob/main/eval/generator.py "
+                 "([bos] + prefix + masks + suffix + [eos]; an eos deletes its slot at once)"),
     ),
     Family(
         "dream", "Dream-org/Dream-v0-{Base,Instruct}-7B, Dream-org/Dream-Coder-v0-*-7B, "
@@ -93,7 +104,7 @@ FAMILIES: tuple[Family, ...] = (
         detect=lambda c, t: "Fast_dLLM_QwenForCausalLM" in _archs(c)
         or c.get("model_type") == "Fast_dLLM_Qwen",
         mask=151665, eos=151645, pad=151643, logits_shift=True, block_size_key="bd_size",
-        default_block_size=32,
+        default_block_size=32, prompt="chat",
         sources=("https://github.com/NVlabs/Fast-dLLM/tree/main/v2 (generate: mask_id 151665, "
                  "stop_token 151645, block_size 32, logits shifted by one)",
                  "https://huggingface.co/Efficient-Large-Model/Fast_dLLM_v2_7B/blob/main/"
@@ -103,28 +114,42 @@ FAMILIES: tuple[Family, ...] = (
         "llada", "GSAI-ML/LLaDA-8B-{Base,Instruct}, GSAI-ML/LLaDA-1.5",
         detect=lambda c, t: c.get("model_type") == "llada" or "LLaDAModelLM" in _archs(c),
         mask=126336, eos=126081, pad=126081, weights="llada",
-        transformers_class="LlamaForCausalLM",
+        transformers_class="LlamaForCausalLM", prompt="bos", rope_fp32=True,
         sources=("https://huggingface.co/GSAI-ML/LLaDA-8B-Base/blob/main/config.json "
                  "(mask_token_id 126336, eos/pad 126081, d_model, n_heads, ...)",
                  "https://huggingface.co/GSAI-ML/LLaDA-8B-Base/blob/main/modeling_llada.py "
                  "(model.transformer.{wte,blocks.N.*,ln_f,ff_out})",
                  "https://github.com/ML-GSAI/LLaDA/blob/main/generate.py (mask_id 126336, "
-                 "logits not shifted)"),
+                 "logits not shifted; prompts start with <|startoftext|>)"),
     ),
     Family(
         "open-dcoder", "fredzzp/open-dcoder-0.5B",
         detect=lambda c, t: c.get("model_type") == "qwen2" and _mask_token(t) is not None,
-        mask="[MASK]", logits_shift=True,
+        mask="[MASK]", logits_shift=True,  # the tokenizer config's mask token comes first
         sources=("https://huggingface.co/fredzzp/open-dcoder-0.5B",
-                 "https://github.com/pengzhangzhi/Open-dLLM (sample.py: mask token [MASK]; "
+                 "https://github.com/pengzhangzhi/Open-dLLM (sample.py adds [MASK], "
+                 "tasks/train_torch.py adds <M>: the first added token, id 151665, either way; "
                  "veomni/models/transformers/qwen2/generation_utils.py shifts logits)"),
     ),
 )
 
 
+def _is_dreamon(cfg: Config, tok_cfg: Config) -> bool:
+    """DreamOn: an expand token named in its config, its tokenizer config or its name."""
+    return (cfg.get("expand_token_id") is not None or _has_token(tok_cfg, "<|expand|>")
+            or "dreamon" in str(cfg.get("_name_or_path", "")).lower())
+
+
 def detect(cfg: Config, tok_cfg: Config) -> Family | None:
     """The first family whose test matches, or None."""
     return next((f for f in FAMILIES if f.detect(cfg, tok_cfg)), None)
+
+
+def is_chat_checkpoint(path: Path, tok_cfg: Config) -> bool:
+    """An instruct/chat-tuned checkpoint: it has a chat template and its name says so."""
+    name = "/".join(path.resolve().parts[-4:]).lower()  # hub cache: models--org--name/...
+    return bool(tok_cfg.get("chat_template") or (path / "chat_template.jinja").is_file()) \
+        and any(w in name for w in ("instruct", "grpo", "chat"))
 
 
 def by_name(name: str) -> Family:
@@ -192,32 +217,89 @@ def token_id(tok: Tokenizer, ref: int | str | None, fallback: int | None = None)
 
 
 # -- spec, config, weights -------------------------------------------------------------------
-def spec_fields(fam: Family, cfg: Config, tok: Tokenizer) -> dict[str, Any]:
-    """The ``dlm.json`` fields of a checkpoint of family `fam`."""
-    mask = token_id(tok, fam.mask)
-    if mask is None:
-        from dlm_lsp.model.checkpoint import ModelError
+END_OF_TURN = ("<|im_end|>", "<|dlm_pad|>", "<|eot_id|>", "<|endoftext|>")
 
-        raise ModelError(f"{fam.name}: the tokenizer has no mask token {fam.mask!r}")
-    eos = token_id(tok, fam.eos, cfg.get("eos_token_id"))
-    pad = fam.pad if fam.pad is not None else cfg.get("pad_token_id", eos)
+
+def spec_fields(fam: Family, cfg: Config, tok: Tokenizer, tok_cfg: Config | None = None,
+                gen_cfg: Config | None = None, chat: bool = False) -> dict[str, Any]:
+    """The ``dlm.json`` fields of a checkpoint of family `fam`, each id read from the
+    checkpoint itself where it names one (config.json, generation_config.json, the
+    tokenizer), the adapter table otherwise; ``sources`` says which for every field."""
+    from dlm_lsp.model.checkpoint import ModelError
+
+    tok_cfg, gen_cfg = tok_cfg or {}, gen_cfg or {}
+    sources: dict[str, str] = {}
+
+    def pick(name: str, table: int | str | None, token_text: str | None = None,
+             tokenizer_first: bool = False) -> int | None:
+        if tokenizer_first and token_text and (i := tok.token_to_id(token_text)) is not None:
+            sources[name] = "tokenizer_config.json"
+            return i
+        for where, conf in (("config.json", cfg), ("generation_config.json", gen_cfg)):
+            if isinstance(conf.get(name), int) and not isinstance(conf.get(name), bool):
+                sources[name] = where
+                return conf[name]
+        if token_text and (i := tok.token_to_id(token_text)) is not None:
+            sources[name] = "tokenizer_config.json"
+            return i
+        if isinstance(table, str):
+            if (i := tok.token_to_id(table)) is not None:
+                sources[name] = f"tokenizer ({table})"
+                return i
+            return None
+        if table is not None:
+            sources[name] = "adapter table"
+        return table
+
+    mask = pick("mask_token_id", fam.mask, _mask_token(tok_cfg))
+    if mask is None:
+        raise ModelError(f"{fam.name}: no mask token: config.json has no mask_token_id, the "
+                         f"tokenizer config names none and the tokenizer has no {fam.mask!r}")
+    if sources.get("mask_token_id") == "adapter table" and "mask" not in str(
+            tok.id_to_token(mask)).lower():  # the table's id is another token here
+        raise ModelError(f"{fam.name}: no mask token: the checkpoint names none, and id {mask} "
+                         f"of the adapter table is {tok.id_to_token(mask)!r} in its tokenizer")
+    eos = pick("eos_token_id", fam.eos)
+    if eos is None:
+        raise ModelError(f"{fam.name}: no end token: config.json has no eos_token_id")
+    pad = pick("pad_token_id", fam.pad if fam.pad is not None else eos)
+    # the published prompts take bos from the tokenizer (DreamOn: tokenizer.bos_token_id)
+    bos = pick("bos_token_id", None, _special_text(tok_cfg, "bos_token"), tokenizer_first=True)
     block = int(cfg.get(fam.block_size_key, fam.default_block_size)) if fam.block_size_key else 0
-    fim = [tok.token_to_id(t) for t in QWEN_FIM]
+    prompt = "chat" if chat else fam.prompt
+    if prompt in ("bos", "bos_eos") and bos is None:
+        raise ModelError(f"{fam.name}: its prompt starts with a bos token, and neither "
+                         "config.json nor the tokenizer config names one")
+    ends = [i for t in (END_OF_TURN if prompt == "chat" else ())
+            if (i := tok.token_to_id(t)) is not None and i not in (eos, pad)]
     return {
         "mask_token_id": mask, "eos_token_id": eos, "pad_token_id": pad,
+        "bos_token_id": bos, "end_token_ids": ends,
         "expand_token_id": tok.token_to_id(fam.expand) if fam.expand else None,
         "delete_token_id": eos if fam.eos_deletes else None,
         "logits_shift": fam.logits_shift,
         "block_size": block,
-        "fim_token_ids": fim if block and None not in fim else None,
+        "prompt_format": prompt,
         "max_context": int(cfg.get("max_position_embeddings")
                            or cfg.get("max_sequence_length") or 4096),
         "training": {"family": fam.name, "sources": list(fam.sources)},
+        "sources": sources,
     }
+
+
+def _special_text(tok_cfg: Config, key: str) -> str | None:
+    value = tok_cfg.get(key)
+    return value.get("content") if isinstance(value, dict) else value
 
 
 def backbone_config(fam: Family, cfg: Config) -> Config:
     """A transformers qwen2/llama-style config dict for ``DenoiserConfig.from_hf``."""
+    out = _backbone(fam, cfg)
+    out["rope_fp32"] = fam.rope_fp32
+    return out
+
+
+def _backbone(fam: Family, cfg: Config) -> Config:
     if fam.weights == "llada":
         bias = bool(cfg.get("include_qkv_bias") or cfg.get("include_bias"))
         return {
@@ -229,6 +311,7 @@ def backbone_config(fam: Family, cfg: Config) -> Config:
             "rope_theta": cfg.get("rope_theta", 10000.0),
             "max_position_embeddings": cfg.get("max_sequence_length", 4096),
             "attention_bias": bias, "tie_word_embeddings": bool(cfg.get("weight_tying")),
+            "rope_scaling": cfg.get("rope_scaling"),
         }
     return {**cfg, "attention_bias": cfg.get("attention_bias", True)}  # Qwen2: q/k/v biases
 
@@ -275,10 +358,10 @@ def bos_token(tok_cfg: Config) -> str:
 
 def markdown_table() -> str:
     """The adapter table with its sources, for the README and ``dlm-lsp doctor``."""
-    rows = ["| family | checkpoints | mask | shift | expand | block | sources |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| family | checkpoints | mask | shift | expand | block | prompt | sources |",
+            "|---|---|---|---|---|---|---|---|"]
     for f in FAMILIES:
         block = f"{f.block_size_key} ({f.default_block_size})" if f.block_size_key else "-"
         rows.append(f"| {f.name} | {f.checkpoints} | {f.mask} | {'yes' if f.logits_shift else 'no'}"
-                    f" | {f.expand or '-'} | {block} | {'; '.join(f.sources)} |")
+                    f" | {f.expand or '-'} | {block} | {f.prompt} | {'; '.join(f.sources)} |")
     return "\n".join(rows)

@@ -131,13 +131,13 @@ FAMILY_LAYOUTS: dict[str, dict] = {
                          "mask_token_id": 151666, "pad_token_id": 151643,
                          "eos_token_id": 151643, "bos_token_id": 151643,
                          "rope_theta": 1000000.0, "max_position_embeddings": 131072},
-              "slow_tokenizer": True, "chat": True},
+              "bos_token": "<|beginoftext|>", "slow_tokenizer": True, "chat": True},
     "dreamon": {"vocab": 152064, "tokens": {**QWEN_SPECIAL, 151665: "<|beginoftext|>",
                                             151666: "<|mask|>", 151667: "<|expand|>"},
                 "config": {"architectures": ["DreamModel"], "model_type": "Dream",
                            "mask_token_id": 151666, "pad_token_id": 151643,
                            "eos_token_id": 151643, "rope_theta": 1000000.0},
-                "slow_tokenizer": True},
+                "bos_token": "<|beginoftext|>", "slow_tokenizer": True},
     "open-dcoder": {"vocab": 151936, "tokens": {**QWEN_SPECIAL, 151665: "[MASK]"},
                     "config": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
                                "eos_token_id": 151643, "tie_word_embeddings": True,
@@ -158,7 +158,7 @@ FAMILY_LAYOUTS: dict[str, dict] = {
                          "weight_tying": False, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
                          "max_sequence_length": 4096, "mask_token_id": 126336,
                          "eos_token_id": 126081, "pad_token_id": 126081},
-              "chat": True},
+              "bos_token": "<|startoftext|>", "chat": True},
 }
 
 
@@ -184,8 +184,8 @@ def make_family_checkpoint(path: Path, family: str, *, hidden_size: int = 32,
         lay["config"]["eos_token_id"]), "tokenizer_class": "PreTrainedTokenizerFast"}
     if "mask_token" in lay:
         tok_cfg["mask_token"] = lay["mask_token"]
-    if family == "llada":
-        tok_cfg["bos_token"] = "<|startoftext|>"
+    if "bos_token" in lay:
+        tok_cfg["bos_token"] = lay["bos_token"]
     if lay.get("chat"):
         tok_cfg["chat_template"] = CHATML
     if lay.get("slow_tokenizer"):  # vocab.json + merges.txt, as Qwen2's slow tokenizer

@@ -23,6 +23,7 @@ slots (Fast-dLLM dual cache) until enough of them changed to refresh.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ import torch
 
 from dlm_lsp.model.checkpoint import DlmSpec
 from dlm_lsp.model.denoiser import Denoiser, KVCache
+from dlm_lsp.model.unmasking import block_eligible, linear_count, p2_remask, scores
+from dlm_lsp.model.unmasking import pick as pick_top
 
 
 class Cancelled(Exception):
@@ -66,6 +69,19 @@ class SamplerConfig:
     # (LLaDA's semi-autoregressive blocks, sliding). Far slots are rarely confident, and
     # their logits cost the most on CPU (the output layer is half the weights).
     window: int = 0
+    # A published family's own decoding (``model/recipes.py``), instead of the threshold
+    # above: `order` ranks slots, `schedule` says how many a step commits (unmasking.py).
+    order: str = "confidence"  # confidence | entropy | margin
+    schedule: str = "threshold"  # threshold | linear | one | p2
+    eps: float = 1e-3  # the linear schedule's last timestep (Dream)
+    block_length: int = 0  # > 0: commit only in the first block of a span with masks
+    block_aligned: bool = False  # blocks counted from position 0, not the span's start
+    ar_block_starts: bool = False  # Fast-dLLM v2: a block's first token comes first, alone
+    # True: the editor's rules for a span's end (never empty, an end only at the first open
+    # slot, slots after an end become pad at once). False: decode every slot as the family
+    # does and keep the tokens before the first end.
+    span_ends: bool = True
+    stop_at_end: bool = False  # a span is done once an end has no open slot before it
 
 
 @dataclass
@@ -152,6 +168,8 @@ def decode_rows(
     history: list[int] = []
     stop = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
     ends = _ends(spec, device)
+    if cfg.max_steps <= 0:  # one step per slot, as the published recipes decode
+        cfg = dataclasses.replace(cfg, max_steps=max(1, int((span_of >= 0).sum())))
 
     with torch.inference_mode():
         while True:
@@ -163,6 +181,21 @@ def decode_rows(
                 break
             if should_stop():
                 raise Cancelled(nfe)
+            if cfg.schedule != "threshold":
+                done = _published_step(denoiser, spec, x, span_of, slots, masked, conf, cfg,
+                                       temps, gen, key_mask, ends, steps)
+                steps += 1
+                nfe += done
+                if done:
+                    history.append(-1)
+                if cfg.stop_at_end and _all_ended(x, span_of, spec, ends):
+                    break
+                if cfg.schedule == "p2" and steps >= cfg.max_steps:
+                    break
+                if spec.expand_token_id is not None or spec.delete_token_id is not None:
+                    x, conf, remasked, span_of, resized = _resize(x, conf, remasked, span_of,
+                                                                  spec, cfg, masked_before=masked)
+                continue
             # Logits only where they are used: masked slots (all slots when remasking),
             # within the window (never narrower than this step's quota).
             need = torch.ceil(masked.sum(1) / max(cfg.max_steps - steps, 1)).clamp(min=1)
@@ -170,6 +203,8 @@ def decode_rows(
             if cfg.window > 0:
                 width = max(cfg.window, int(need.max()))
                 want &= _leading(masked.any(0), span_of[slots], width)
+            if spec.block_size > 0:  # a block-diffusion model never writes past its block
+                want &= block_eligible(masked, slots, span_of[slots], spec.block_size).any(0)
             pos = slots[want]
             refresh = cache is None or changed > cfg.refresh_ratio * len(slots)
             logits, cache = _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec,
@@ -178,8 +213,8 @@ def decode_rows(
             _no_empty_spans(logits, pos, span_of, spec)
             if refresh:
                 changed = 0
-            tokens, probs = _propose(logits, temps, cfg.top_p, spec, gen, key_mask is None
-                                     and _can_expand(span_of, cfg.max_span, spec))  # (B, P)
+            tokens, probs, _ = _propose(logits, temps, cfg.top_p, spec, gen, key_mask is None
+                                        and _can_expand(span_of, cfg.max_span, spec))  # (B, P)
 
             # Which masked slots to commit this step. A span's end (eos/pad) is only
             # committed at its first open slot, so an unsure model cannot close a span
@@ -197,12 +232,16 @@ def decode_rows(
             history.append(int(pick[0].sum()))
             if cfg.remask_threshold > 0 and steps_left > 2:
                 _remask(x, conf, remasked, pos, tokens, probs, pick, cfg.remask_threshold, spec)
+            if spec.delete_token_id is not None:
+                _eos_fills_right(x, span_of, slots, masked, spec)
             _close_after_end(x, span_of, spec, stop)
             changed += int((x[:, slots] != before).any(0).sum())
             steps += 1
-            if spec.expand_token_id is not None and (x[:, slots] == spec.expand_token_id).any():
-                x, conf, remasked, span_of = _expand(x, conf, remasked, span_of, spec, cfg)
-                cache = None  # positions after the span moved: recompute everything
+            if spec.expand_token_id is not None or spec.delete_token_id is not None:
+                x, conf, remasked, span_of, resized = _resize(x, conf, remasked, span_of,
+                                                              spec, cfg, masked_before=masked)
+                if resized:
+                    cache = None  # positions after the span moved: recompute everything
 
     return SampleResult(_collect(x, conf, span_of, spec), nfe, steps, history)
 
@@ -233,7 +272,8 @@ def _layout(pieces: Sequence[Piece], mask_id: int, B: int, device: torch.device)
 
 def _forward(denoiser, x, pos, slots, cache, refresh, cfg, spec, key_mask):  # noqa: ANN001, ANN202
     """Logits (B, P, V) for slot positions `pos`, by full forward or cached step."""
-    rows = pos - 1 if spec.logits_shift else pos  # shifted models predict i from i-1
+    # shifted models predict i from i-1; position 0 uses its own row, as Dream does
+    rows = (pos - 1).clamp(min=0) if spec.logits_shift else pos
     extra = {} if key_mask is None else {"key_mask": key_mask}
     if refresh or not cfg.use_cache:
         cache = KVCache() if cfg.use_cache else None
@@ -251,9 +291,13 @@ def _can_expand(span_of: torch.Tensor, max_span: int, spec: DlmSpec) -> bool:
     return bool((counts < max_span).all())
 
 
-def _propose(logits, temps, top_p, spec, gen, allow_expand):  # noqa: ANN001, ANN202
-    """A token and its probability for every position: argmax, or a tempered top-p sample."""
-    logits[..., spec.mask_token_id] = -math.inf
+def _propose(logits, temps, top_p, spec, gen, allow_expand,  # noqa: ANN001, ANN202
+             forbid_mask=True):  # noqa: ANN001
+    """A token and its probability for every position: argmax, or a tempered top-p sample;
+    and the (tempered, filtered) distributions they came from. The published decoders may
+    propose the mask token itself (the slot then stays open); the editor's path may not."""
+    if forbid_mask:
+        logits[..., spec.mask_token_id] = -math.inf
     if spec.expand_token_id is not None and not allow_expand:
         logits[..., spec.expand_token_id] = -math.inf
     t = torch.where(temps > 0, temps, torch.ones_like(temps))[:, None, None]
@@ -269,7 +313,103 @@ def _propose(logits, temps, top_p, spec, gen, allow_expand):  # noqa: ANN001, AN
             p = p / p.sum(-1, keepdim=True)
             probs[b] = p
         tokens[b] = torch.multinomial(p, 1, generator=gen).squeeze(-1)
-    return tokens, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return tokens, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), probs
+
+
+def _published_step(denoiser, spec, x, span_of, slots, masked, conf, cfg, temps, gen,  # noqa: ANN001
+                    key_mask, ends, step) -> int:
+    """One step of a published family's decoding (``cfg.schedule`` != "threshold"): no
+    cache, no window. Returns the forward passes it ran (0 when the schedule commits
+    nothing this step, as Dream's linear schedule does early on)."""
+    span_ids = span_of[slots]
+    if cfg.schedule == "linear":
+        count = linear_count(masked.sum(1), step, cfg.max_steps, cfg.eps)
+        if not bool((count > 0).any()):
+            return 0
+    else:
+        count = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
+    pos = slots
+    logits, _ = _forward(denoiser, x, pos, slots, None, True,
+                         dataclasses.replace(cfg, use_cache=False), spec, key_mask)
+    tokens, chosen, probs = _propose(logits, temps, cfg.top_p, spec, gen,
+                                     key_mask is None and _can_expand(span_of, cfg.max_span,
+                                                                      spec),
+                                     forbid_mask=cfg.span_ends)
+    score = scores(probs, chosen, cfg.order)
+    if cfg.schedule == "p2":  # re-mask the least confident slots, written or not
+        back = p2_remask(score, torch.ones_like(masked), step, cfg.max_steps, len(slots))
+        fill = masked & ~back
+        x[:, slots] = torch.where(back, spec.mask_token_id,
+                                  torch.where(fill, tokens, x[:, slots]))
+        conf[:, slots] = torch.where(fill, chosen, torch.where(back, 0.0, conf[:, slots]))
+        return 1
+    eligible = masked.clone()
+    if cfg.block_length > 0:
+        offsets = slots if cfg.block_aligned else _span_offsets(span_ids)
+        eligible &= block_eligible(masked, offsets, span_ids, cfg.block_length)
+    if cfg.ar_block_starts:
+        eligible = _ar_block_start(eligible, masked, slots, span_ids, spec.block_size)
+    pick = pick_top(score, eligible, count, slots, x.shape[1])
+    x[:, slots] = torch.where(pick, tokens, x[:, slots])
+    conf[:, slots] = torch.where(pick, chosen, conf[:, slots])
+    if spec.delete_token_id is not None:
+        _eos_fills_right(x, span_of, slots, masked, spec)
+    return 1
+
+
+def _span_offsets(span_ids: torch.Tensor) -> torch.Tensor:
+    """(P,) each slot's offset inside its span (slots in position order)."""
+    out = torch.zeros_like(span_ids)
+    for j in span_ids.unique().tolist():
+        cols = (span_ids == j).nonzero().squeeze(1)
+        out[cols] = torch.arange(len(cols), device=span_ids.device)
+    return out
+
+
+def _ar_block_start(eligible: torch.Tensor, masked: torch.Tensor, slots: torch.Tensor,
+                    span_ids: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Fast-dLLM v2 starts each block with its first token alone, written from the block
+    before (an autoregressive step): when the first open slot of a span sits at a block's
+    first position, only it may be committed."""
+    out = eligible.clone()
+    for j in span_ids.unique().tolist():
+        cols = (span_ids == j).nonzero().squeeze(1)
+        for b in range(masked.shape[0]):
+            open_cols = cols[masked[b, cols]]
+            if len(open_cols) and int(slots[open_cols[0]]) % block_size == 0:
+                row = torch.zeros_like(out[b, cols])
+                row[(cols == open_cols[0]).nonzero().squeeze(1)] = True
+                out[b, cols] = row & masked[b, cols]
+    return out
+
+
+def _all_ended(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec,
+               ends: torch.Tensor) -> bool:
+    """Every span of every row holds an end token with no open slot before it."""
+    for j in range(int(span_of.max()) + 1 if len(span_of) else 0):
+        seg = x[:, span_of == j]
+        is_end = torch.isin(seg, ends)
+        if not bool(is_end.any(1).all()):
+            return False
+        first = is_end.int().argmax(1)
+        before = torch.arange(seg.shape[1], device=x.device)[None, :] < first[:, None]
+        if bool(((seg == spec.mask_token_id) & before).any()):
+            return False
+    return True
+
+
+def _eos_fills_right(x: torch.Tensor, span_of: torch.Tensor, slots: torch.Tensor,
+                     masked: torch.Tensor, spec: DlmSpec) -> None:
+    """DreamOn: once a delete (eos) token is written in a span, the open slots after it
+    become delete tokens too (``pad_eos_to_right``), so the span ends there."""
+    span_ids = span_of[slots]
+    for j in span_ids.unique().tolist():
+        cols = (span_ids == j).nonzero().squeeze(1)
+        seg = x[:, slots[cols]]
+        is_del = (seg == spec.delete_token_id) & masked[:, cols]
+        after = is_del.int().cummax(dim=1).values.bool()
+        fill = after & (seg == spec.mask_token_id)
+        x[:, slots[cols]] = torch.where(fill, spec.delete_token_id, seg)
 
 
 def _select(probs: torch.Tensor, eligible: torch.Tensor, threshold: float,
@@ -282,10 +422,11 @@ def _select(probs: torch.Tensor, eligible: torch.Tensor, threshold: float,
 
 
 def _ends(spec: DlmSpec, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Tokens that end a span: eos and pad, or none when eos deletes its slot (DreamOn,
-    whose spans change length only by expand and delete tokens)."""
+    """Tokens that end a span: eos, pad and a chat model's end-of-turn tokens; eos and pad
+    are not ends when eos deletes its slot (DreamOn, whose spans change length by expand and
+    delete tokens)."""
     ids = [] if spec.delete_token_id is not None else [spec.eos_token_id, spec.pad_token_id]
-    return torch.tensor(ids, dtype=torch.long, device=device)
+    return torch.tensor(ids + list(spec.end_token_ids), dtype=torch.long, device=device)
 
 
 def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tensor,
@@ -348,13 +489,25 @@ def _close_after_end(x: torch.Tensor, span_of: torch.Tensor, spec: DlmSpec,
         x[:, idx] = torch.where(after, torch.full_like(seg, spec.pad_token_id), seg)
 
 
-def _expand(x, conf, remasked, span_of, spec, cfg):  # noqa: ANN001, ANN202
-    """Each committed expand token becomes two masks; other rows get a slot at the span's end."""
+def _resize(x, conf, remasked, span_of, spec, cfg, masked_before):  # noqa: ANN001, ANN202
+    """DreamOn's variable length: a committed expand token becomes two masks, and a delete
+    token written this step (eos) is removed with its slot, at once, as DreamOn's generator
+    does. Rows of a batch keep one layout: a shorter span is padded at its end (with pad
+    after an end, delete tokens after a deletion, else masks). Returns the new tensors and
+    whether any span changed length."""
+    slot_pos = (span_of >= 0).nonzero().squeeze(1)
+    was_masked = torch.zeros_like(x, dtype=torch.bool)
+    was_masked[:, slot_pos] = masked_before
+    grow = spec.expand_token_id is not None and bool((x == spec.expand_token_id).any())
+    cut = spec.delete_token_id is not None and bool(
+        ((x == spec.delete_token_id) & was_masked).any())
+    if not (grow or cut):
+        return x, conf, remasked, span_of, False
     B = x.shape[0]
     ends = _ends(spec).tolist()
-    rows_x, rows_c, rows_r = x.tolist(), conf.tolist(), remasked.tolist()
+    rows_x, rows_c, rows_r, rows_m = x.tolist(), conf.tolist(), remasked.tolist(), \
+        was_masked.tolist()
     spans = span_of.tolist()
-    n_spans = max(spans) + 1
     new_x: list[list[int]] = [[] for _ in range(B)]
     new_c: list[list[float]] = [[] for _ in range(B)]
     new_r: list[list[bool]] = [[] for _ in range(B)]
@@ -377,33 +530,42 @@ def _expand(x, conf, remasked, span_of, spec, cfg):  # noqa: ANN001, ANN202
         segs = []
         for b in range(B):
             seg_x, seg_c, seg_r = [], [], []
+            deleted = False
             for k in range(t, end):
-                if rows_x[b][k] == spec.expand_token_id:
+                tok = rows_x[b][k]
+                if tok == spec.expand_token_id:
                     seg_x += [spec.mask_token_id, spec.mask_token_id]
                     seg_c += [0.0, 0.0]
                     seg_r += [False, False]
+                elif tok == spec.delete_token_id and rows_m[b][k]:
+                    deleted = True
                 else:
-                    seg_x.append(rows_x[b][k])
+                    seg_x.append(tok)
                     seg_c.append(rows_c[b][k])
                     seg_r.append(rows_r[b][k])
-            segs.append((seg_x, seg_c, seg_r))
-        width = min(max(len(s[0]) for s in segs), max(cfg.max_span, end - t))
-        for b, (seg_x, seg_c, seg_r) in enumerate(segs):
-            ended = any(tok in ends for tok in seg_x)
-            fill = spec.pad_token_id if ended else spec.mask_token_id
+            segs.append((seg_x, seg_c, seg_r, deleted))
+        width = min(max(len(sg[0]) for sg in segs), max(cfg.max_span, end - t))
+        width = max(width, 1)
+        for b, (seg_x, seg_c, seg_r, deleted) in enumerate(segs):
+            if any(tok in ends for tok in seg_x):
+                fill = spec.pad_token_id
+            elif deleted:
+                fill = spec.delete_token_id
+            else:
+                fill = spec.mask_token_id
             extra = width - len(seg_x)
             new_x[b] += seg_x[:width] + [fill] * extra
             new_c[b] += seg_c[:width] + [0.0] * extra
             new_r[b] += seg_r[:width] + [False] * extra
         new_span += [j] * width
         t = end
-    assert n_spans == max(new_span) + 1
     dev = x.device
     return (
         torch.tensor(new_x, dtype=torch.long, device=dev),
         torch.tensor(new_c, device=dev),
         torch.tensor(new_r, dtype=torch.bool, device=dev),
         torch.tensor(new_span, dtype=torch.long, device=dev),
+        True,
     )
 
 

@@ -28,6 +28,17 @@ def edit_request(instruction: str, language: str | None, before: str, selected: 
             f"```{lang}\n{before}<<SELECTION\n{selected}\nSELECTION>>{after}\n```")
 
 
+CURSOR = "<|cursor|>"
+
+
+def infill_request(before: str, after: str) -> str:
+    """The user turn asking an instruct checkpoint for the code at the cursor. No family
+    publishes a fill-in-the-middle prompt for its instruct models; this one shows the file
+    with the cursor marked and asks for the missing code only."""
+    return (f"Write the code that belongs at {CURSOR} in this file. Reply with that code "
+            f"only, without repeating the code around it.\n\n```\n{before}{CURSOR}{after}\n```")
+
+
 @lru_cache(maxsize=8)
 def _template(source: str):  # noqa: ANN202
     from jinja2.sandbox import ImmutableSandboxedEnvironment

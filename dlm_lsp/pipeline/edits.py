@@ -64,7 +64,7 @@ def fill_holes(
         if i + 1 < len(holes):
             pieces.append(model.encode(text[hole.end:holes[i + 1].start]))
     pieces.append(ctx.suffix_ids)
-    result, _ = engine.run(pieces, cancel, engine.sampler_config(candidates=1))
+    result, _ = engine.run(pieces, cancel, engine.sampler_config(model, candidates=1))
     spans = result.candidates[0].spans
     edits = []
     for hole, ids in zip(holes, spans, strict=True):

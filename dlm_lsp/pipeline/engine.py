@@ -17,10 +17,25 @@ import torch
 
 from dlm_lsp.config import Settings
 from dlm_lsp.model.autoregressive import FIM_TOKENS, is_autoregressive, sample_autoregressive
-from dlm_lsp.model.block_diffusion import is_block_diffusion, sample_blocks
-from dlm_lsp.model.checkpoint import LoadedModel, ModelError, load_checkpoint, resolve_model_path
-from dlm_lsp.model.sampler import Cancelled, Piece, SamplerConfig, SampleResult, sample
+from dlm_lsp.model.checkpoint import (
+    DlmSpec,
+    LoadedModel,
+    ModelError,
+    load_checkpoint,
+    resolve_model_path,
+)
+from dlm_lsp.model.recipes import Recipe, recipe_for
+from dlm_lsp.model.sampler import (
+    Cancelled,
+    Candidate,
+    Piece,
+    SamplerConfig,
+    SampleResult,
+    fill_spans_in_turn,
+    sample,
+)
 from dlm_lsp.pipeline.cache import LRUCache
+from dlm_lsp.pipeline.chat import chat_ids, infill_request, unfence
 from dlm_lsp.pipeline.context import OtherDocument, build_context
 from dlm_lsp.pipeline.postprocess import Scored, finish_candidate, rank
 from dlm_lsp.pipeline.syntax import (
@@ -102,7 +117,10 @@ class Engine:
                 if settings.threads:
                     torch.set_num_threads(settings.threads)
                 model = load_checkpoint(path, settings.device, settings.quantize,
-                                        settings.dtype)
+                                        settings.dtype, settings.family,
+                                        settings.prompt_format)
+                for warning in model.warnings:
+                    self.log(f"dlm: {warning}")
                 if progress:
                     progress("Warming up", 80)
                 self._warm_up(model)
@@ -131,7 +149,11 @@ class Engine:
         decode(model, [ids, 2, ids], SamplerConfig(max_steps=1))
 
     # -- running the sampler -------------------------------------------------------------
-    def sampler_config(self, **overrides: object) -> SamplerConfig:
+    def sampler_config(self, model: LoadedModel | None = None,
+                       **overrides: object) -> SamplerConfig:
+        """The sampler settings: the editor's fast path from the settings, or, for a
+        published family (unless ``decoding`` is "fast"), its own recipe with the settings
+        the user set explicitly on top."""
         s = self.settings
         cfg = SamplerConfig(
             threshold=s.confidence_threshold,
@@ -143,16 +165,27 @@ class Engine:
             use_cache=s.kv_cache,
             window=s.unmask_window,
         )
+        recipe = published_recipe(model, s)
+        if recipe is not None:
+            cfg = dataclasses.replace(
+                cfg, order=recipe.order, schedule=recipe.schedule,
+                temperature=s.temperature if "temperature" in s.explicit else recipe.temperature,
+                top_p=s.top_p if "topP" in s.explicit else recipe.top_p,
+                block_length=recipe.block_length, block_aligned=recipe.block_aligned,
+                ar_block_starts=recipe.ar_block_starts, stop_at_end=recipe.stop_at_end,
+                max_span=recipe.max_span, max_steps=0, use_cache=False, window=0,
+                span_ends=False)
         return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
 
     def mode_config(self, mode: str, model: LoadedModel, **overrides: object) -> SamplerConfig:
         """Sampler settings for a span of `mode`. A single line is done at its line break
-        (the slots after it would be cut anyway) and has its own step budget."""
-        if mode == "line":
+        (the slots after it would be cut anyway) and has its own step budget; a published
+        recipe decodes as its family does, cut to the line afterwards."""
+        if mode == "line" and published_recipe(model, self.settings) is None:
             overrides.setdefault("stop_ids", model.newline_ids)
             overrides.setdefault("max_steps", min(self.settings.max_steps,
                                                   self.settings.line_steps))
-        return self.sampler_config(**overrides)
+        return self.sampler_config(model, **overrides)
 
     def run(
         self,
@@ -162,7 +195,7 @@ class Engine:
     ) -> tuple[SampleResult, RunStats]:
         """Sample `pieces` (fixed token lists and span lengths), through the cache."""
         model = self.load()
-        cfg = cfg or self.sampler_config()
+        cfg = cfg or self.sampler_config(model)
         key = (str(model.path), tuple(p if isinstance(p, int) else tuple(p) for p in pieces),
                dataclasses.astuple(cfg))
         n_ctx = sum(len(p) for p in pieces if not isinstance(p, int))
@@ -236,22 +269,74 @@ def load_key(settings: Settings) -> tuple[object, ...]:
             settings.backend, settings.remote)
 
 
+def published_recipe(model: LoadedModel | None, settings: Settings) -> Recipe | None:
+    """The family's recipe when it decodes this model, else None (the editor's fast path)."""
+    if model is None or settings.decoding == "fast" or is_autoregressive(model.spec):
+        return None
+    return recipe_for(model.family)
+
+
 def decode(model: LoadedModel, pieces: Sequence[Piece], cfg: SamplerConfig,
            should_stop: Callable[[], bool] = lambda: False) -> SampleResult:
     """Fill the spans of `pieces` with the model's own decoding: masked diffusion, or left to
-    right for an autoregressive checkpoint (the AR twin)."""
+    right for an autoregressive checkpoint (the AR twin), each span framed as the
+    checkpoint's prompt format says (``DlmSpec.prompt_format``)."""
     if is_autoregressive(model.spec):
         return sample_autoregressive(model, pieces, cfg, should_stop)
-    if is_block_diffusion(model):
-        return sample_blocks(model, pieces, cfg, should_stop)
-    return sample(model.denoiser, model.spec, pieces, cfg, should_stop=should_stop)
+    if model.spec.prompt_format == "chat":
+        return chat_infill(model, pieces, cfg, should_stop)
+    return sample(model.denoiser, model.spec, frame(model.spec, pieces), cfg,
+                  should_stop=should_stop)
+
+
+def frame(spec: DlmSpec, pieces: Sequence[Piece]) -> list[Piece]:
+    """The pieces with the checkpoint's own first and last tokens: bos before the prompt
+    (LLaDA, DreamOn) and eos after the suffix (DreamOn)."""
+    out: list[Piece] = list(pieces)
+    if spec.prompt_format in ("bos", "bos_eos") and spec.bos_token_id is not None:
+        out = [[spec.bos_token_id], *out]
+    if spec.prompt_format == "bos_eos":
+        out = [*out, [spec.eos_token_id]]
+    return out
+
+
+def chat_infill(model: LoadedModel, pieces: Sequence[Piece], cfg: SamplerConfig,
+                should_stop: Callable[[], bool]) -> SampleResult:
+    """An instruct checkpoint fills each span in turn as the answer to a user turn that
+    shows the code around it (``chat.infill_request``), out of the answer's code fence."""
+    B = max(1, cfg.candidates)
+    spans: list[list[list[int]]] = [[] for _ in range(B)]
+    confs: list[list[list[float]]] = [[] for _ in range(B)]
+    passes = steps = 0
+
+    def fill(before: list[int], after: list[int], n: int) -> list[int]:
+        nonlocal passes, steps
+        prompt = chat_ids(model, infill_request(model.decode(before), model.decode(after)))
+        result = sample(model.denoiser, model.spec, [prompt, n], cfg, should_stop=should_stop)
+        passes += result.forward_passes
+        steps += result.steps
+        for b, cand in enumerate(result.candidates):
+            text = model.decode(cand.spans[0])
+            inner = unfence(text)  # re-encoded only when the answer came in a code fence
+            ids = cand.spans[0] if inner == text else model.encode(inner)
+            spans[b].append(ids)
+            confs[b].append([cand.mean_confidence] * len(ids))
+        return spans[0][-1]
+
+    fill_spans_in_turn(pieces, fill)
+    return SampleResult([Candidate(s, c) for s, c in zip(spans, confs, strict=True)],
+                        passes, steps)
+
+
+CHAT_OVERHEAD = 96  # tokens of a chat template and the infill request around the code
 
 
 def context_budget(settings: Settings, model: LoadedModel, slots: int) -> int:
     """Context tokens for a run: the setting, within the window the model was trained on
-    (an autoregressive or block-diffusion model also needs room for its FIM sentinels)."""
-    fim = is_autoregressive(model.spec) or is_block_diffusion(model)
-    sentinels = len(FIM_TOKENS) if fim else 0
+    (an autoregressive model also needs room for its FIM sentinels, a framed prompt for
+    its bos/eos, a chat prompt for its template)."""
+    extra = {"bos": 1, "bos_eos": 2, "chat": CHAT_OVERHEAD}.get(model.spec.prompt_format, 0)
+    sentinels = len(FIM_TOKENS) if is_autoregressive(model.spec) else extra
     room = model.spec.max_context - slots - sentinels
     return max(16, min(settings.context_tokens, room))
 

@@ -144,7 +144,7 @@ class LocalFimService:
                                   context_budget(settings, model, p.max_tokens)) for p in batch]
         requests = [FimRequest(c.prefix_ids, c.suffix_ids, p.max_tokens, p.temperature)
                     for c, p in zip(contexts, batch, strict=True)]
-        cfg = self.engine.sampler_config(candidates=1)
+        cfg = self.engine.sampler_config(model, candidates=1)
         if is_autoregressive(model.spec):  # left to right: one request at a time
             tokens = []
             for i, r in enumerate(requests):
