@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE = ROOT  # where `python -m training.train` runs (relative plan paths start here too)
 HERE = ROOT / "training" / "campaign"
 PLAN, PROGRESS, LOG = HERE / "plan.json", HERE / "progress.json", HERE / "log.jsonl"
 RESUME = HERE / "resume"
@@ -112,7 +113,7 @@ def run(_: argparse.Namespace) -> None:
             continue
         cmd = [sys.executable, "-m", "training.train", *stage_args(plan, stage, progress)]
         print("+", " ".join(cmd), flush=True)
-        code = subprocess.run(cmd, cwd=ROOT).returncode
+        code = subprocess.run(cmd, cwd=CODE).returncode
         if code != 0:
             raise SystemExit(f"stage {stage['name']} failed with exit code {code}")
         if not is_complete(plan, stage, load_json(PROGRESS, {})):

@@ -30,10 +30,14 @@ CONFIGS: list[tuple[str, str, list[str]]] = [
      ["--dtype", "bf16", "--attention", "math", "--compile", "--procs", "1", "--threads", "2"]),
     ("+ 2 processes x 1 thread (gloo all-reduce)", "ar",
      ["--dtype", "bf16", "--attention", "math", "--compile", "--procs", "2", "--threads", "1"]),
+    ("(instead: SDPA attention, compiled, 2 x 1)", "ar",
+     ["--dtype", "bf16", "--attention", "sdpa", "--compile", "--procs", "2", "--threads", "1"]),
     ("diffusion: fp32, SDPA, eager, 1 x 2 threads", "diffusion",
      ["--dtype", "fp32", "--attention", "sdpa", "--no-compile", "--procs", "1", "--threads", "2"]),
     ("diffusion: bf16, matmul attention, compiled, 2 x 1", "diffusion",
      ["--dtype", "bf16", "--attention", "math", "--compile", "--procs", "2", "--threads", "1"]),
+    ("diffusion: (instead: SDPA attention, compiled, 2 x 1)", "diffusion",
+     ["--dtype", "bf16", "--attention", "sdpa", "--compile", "--procs", "2", "--threads", "1"]),
 ]
 
 

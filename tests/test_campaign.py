@@ -1,0 +1,89 @@
+"""The training campaign: stages in order, resumable from runs/ or from committed weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_loop import data_dirs  # noqa: F401  (the tiny prepared corpus fixture)
+
+from training import campaign
+from training.campaign_eval import plot_log, trained_tokens
+
+
+@pytest.fixture()
+def plan(tmp_path, monkeypatch, data_dirs):  # noqa: F811
+    corpus, data = data_dirs
+    here = tmp_path / "training" / "campaign"
+    here.mkdir(parents=True)
+    monkeypatch.setattr(campaign, "ROOT", tmp_path)
+    monkeypatch.setattr(campaign, "HERE", here)
+    monkeypatch.setattr(campaign, "PLAN", here / "plan.json")
+    monkeypatch.setattr(campaign, "PROGRESS", here / "progress.json")
+    monkeypatch.setattr(campaign, "RESUME", here / "resume")
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs" / "campaign")
+    plan = {"size": "tiny", "seq_len": 64, "batch": 2, "accum": 1, "procs": 1, "threads": 1,
+            "data": str(data), "corpus": str(corpus), "stages": [
+                {"name": "ar", "objective": "ar", "tokens": 3 * 2 * 64, "lr": 0.003,
+                 "warmup": 1, "decay": 0.0},
+                {"name": "dlm", "objective": "diffusion", "logits_shift": True,
+                 "tokens": 2 * 2 * 64, "lr": 0.002, "warmup": 1, "decay": 0.5, "from": "ar"}]}
+    (here / "plan.json").write_text(json.dumps(plan))
+    monkeypatch.setattr(campaign, "stage_args", _fast(campaign.stage_args))
+    return plan
+
+
+def _fast(stage_args):
+    def wrapped(plan, stage, progress):  # no compile, fp32: seconds, not minutes
+        return [*stage_args(plan, stage, progress), "--no-compile", "--dtype", "fp32",
+                "--val-batches", "1"]
+    return wrapped
+
+
+def test_the_campaign_runs_its_stages_in_order_and_records_their_progress(plan):
+    campaign.run(None)
+    progress = json.loads(campaign.PROGRESS.read_text())
+    assert progress["ar"]["step"] == 3 and progress["dlm"]["step"] == 2
+    assert (campaign.RESUME / "dlm" / "model.safetensors").is_file()
+    dlm_spec = json.loads((campaign.RUNS / "dlm" / "checkpoint" / "dlm.json").read_text())
+    assert dlm_spec["training"]["init_from"]["path"].endswith("ar/state.pt")
+    assert dlm_spec["logits_shift"] is True
+
+
+def test_without_runs_a_stage_resumes_from_its_committed_weights_at_its_step(plan):
+    campaign.run(None)
+    state = torch.load(campaign.RUNS / "ar" / "state.pt", weights_only=False)
+    (campaign.RUNS / "ar" / "state.pt").unlink()  # a new machine: runs/ is gone
+    args = campaign.stage_args(plan, plan["stages"][0], json.loads(
+        campaign.PROGRESS.read_text()))
+    at = args.index("--init-from")
+    assert args[at + 1].endswith("training/campaign/resume/ar")
+    assert args[args.index("--start-step") + 1] == str(state["step"])
+    assert args[args.index("--start-tokens") + 1] == str(state["tokens"])
+    longer = {**plan["stages"][0], "tokens": 5 * 2 * 64}  # a later campaign goes on
+    plan["stages"][0] = longer
+    campaign.PLAN.write_text(json.dumps(plan))
+    campaign.run(None)
+    resumed = torch.load(campaign.RUNS / "ar" / "state.pt", weights_only=False)
+    assert resumed["step"] == 5 and resumed["tokens"] > state["tokens"]
+
+
+def test_the_campaign_plot_draws_each_metric_against_tokens(tmp_path):
+    log = tmp_path / "log.jsonl"
+    rows = []
+    for tokens, score in ((10e6, 1.0), (40e6, 4.0)):
+        figures = {"obvious": score, "heldout": score, "humaneval": score,
+                   "tokens_per_pass": 1.0, "tokens": tokens}
+        rows.append({"models": {"dlm": {"campaign": figures, "shipped": figures},
+                                "twin": {"campaign": figures, "shipped": figures}}})
+    log.write_text("\n".join(json.dumps(r) for r in rows))
+    plot_log(log, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_a_checkpoint_counts_the_tokens_of_the_weights_it_started_from(tmp_path: Path):
+    (tmp_path / "dlm.json").write_text(json.dumps({"training": {
+        "tokens": 5, "init_from": {"tokens": 7}}}))
+    assert trained_tokens(tmp_path) == 12
