@@ -9,7 +9,7 @@ KINDS = ("single", "multi", "random")
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 5's targets, each with the measured value and whether it is met."""
+    """The speed targets, each with the measured value and whether it is met."""
     out = []
     line = r["lsp"]["diffusion"]["line"]
     out.append(_target("single-line p50 through the LSP <= 150 ms", line["p50_ms"],

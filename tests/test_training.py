@@ -200,3 +200,53 @@ def test_an_ar_initialised_export_is_shifted_and_the_report_counts_its_ar_tokens
     text = render(results, target, None)
     assert "| 70 AR + 30 diffusion | 5.00M (3.00M AR + 2.00M) |" in text
     assert "| diffusion | single | 10 | 20.00 | 0.50 | 40.00 | 100.00 | 200.00 |" in text
+
+
+def test_the_evaluation_checks_each_target_and_renders_into_the_report():
+    from training.evaluate import check_targets
+    from training.report import evaluation_section
+
+    def model(obvious, single, heldout, tpp):
+        base = {"n": 10, "similarity": 0.5, "tokens_per_pass": tpp, "p50_ms": 100.0}
+        return {"obvious": {**base, "exact": obvious}, "heldout": {**base, "exact": heldout},
+                "single": {**base, "pass@1": single}, "multi": {**base, "pass@1": 1.0}}
+
+    ev = {"date": "2026-12-01", "machine": {"cpu": "x", "cores": 2, "threads": 2},
+          "models": {"diffusion": model(61.0, 14.0, 16.0, 2.5), "ar": model(50, 17.0, 10, 1)}}
+    targets = check_targets(ev)
+    assert targets["obvious_exact"]["met"] and targets["heldout_exact"]["met"]
+    assert not targets["humaneval_single_pass1"]["met"]
+    assert targets["within_points_of_twin"] == {"value": 3.0, "target": 2.0, "met": False}
+    ev["targets"] = targets
+    text = "\n".join(evaluation_section(ev))
+    assert "| HumanEval single-line pass@1 % (all tasks) | diffusion | 10 | 14.00 |" in text
+    assert "| within_points_of_twin | 3.00 | 2.00 | no |" in text
+
+
+def test_the_gpu_run_packs_a_shard_trains_both_phases_and_exports_loadable_shards(
+        prepared, tmp_path: Path):
+    from training import gpu_run
+
+    data, corpus = tmp_path / "data", tmp_path / "corpus"
+    data.mkdir()
+    corpus.mkdir()
+    prepared.tokens.tofile(data / "tokens.bin")
+    prepared.tokenizer.save(str(data / "tokenizer.json"))
+    (data / "corpus.json").write_text(json.dumps({"corpus": str(corpus)}))
+    (corpus / "manifest.json").write_text(json.dumps({"digest": "d1"}))
+    gpu_run.pack(data, 20_000, tmp_path / "shard")
+    out = tmp_path / "out"
+    gpu_run.main(["train", "--data", str(tmp_path / "shard"), "--size", "tiny", "--seq-len", "96",
+                  "--batch", "2", "--minutes", "60", "--steps", "4", "--ar-share", "0.5",
+                  "--no-compile", "--shard-mib", "0.1", "--out", str(out)])
+    run = json.loads((out / "gpu_log.json").read_text())
+    assert (run["steps"], run["ar_steps"]) == (4, 2)
+    shards = sorted((out / "checkpoint").glob("model-*.safetensors"))
+    assert len(shards) > 1 and not (out / "checkpoint" / "model.safetensors").exists()
+    loaded = load_checkpoint(out / "checkpoint")
+    assert loaded.spec.logits_shift and loaded.spec.training["corpus_digest"] == "d1"
+    assert loaded.spec.training["tokens"] == run["tokens"] > 0
+    engine = Engine(Settings(model=str(out / "checkpoint"), max_tokens=6))
+    text = "def add(a, b):\n    return \n"
+    outcome = engine.complete(text, text.index("return ") + 7, "python")
+    assert outcome.stats is not None and outcome.stats.forward_passes >= 1

@@ -3,7 +3,7 @@
     python -m training.export runs/dlm-eos [--out DIR]      # default: RUN/checkpoint
     python -m training.export runs/dlm-eos --embed           # into dlm_lsp/models/embedded
 
-The directory follows DESIGN.md: config.json, fp16 model.safetensors, tokenizer.json and a
+The directory follows docs/design.md: config.json, fp16 model.safetensors, tokenizer.json and a
 dlm.json whose ``training`` block records the objective, mechanism, corpus digest, steps and
 tokens.
 """
@@ -39,8 +39,9 @@ def _init_facts(init_from: Any) -> dict[str, Any] | None:
 
 
 def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, Any],
-           step: int, tokens: int, corpus_digest: str) -> Path:
-    """Write `model` and `tokenizer` to `target` (fp16 weights) and return it."""
+           step: int, tokens: int, corpus_digest: str, shard_mib: float | None = None) -> Path:
+    """Write `model` and `tokenizer` to `target` (fp16 weights, in shards of `shard_mib` if
+    given) and return it."""
     t = tokenizer.token_to_id
     spec = DlmSpec(
         mask_token_id=t("<mask>"), pad_token_id=t("<pad>"), eos_token_id=t("<eos>"),
@@ -55,7 +56,7 @@ def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, 
     )
     if target.exists():
         shutil.rmtree(target)
-    save_checkpoint(target, model, tokenizer, spec, dtype=torch.float16)
+    save_checkpoint(target, model, tokenizer, spec, dtype=torch.float16, shard_mib=shard_mib)
     return target
 
 

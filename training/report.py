@@ -68,6 +68,7 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
     held = _load(results / "heldout.json")
     mech = _load(results / "mechanisms.json")
     lsp = _load(results / "lsp_latency.json")
+    evaluation = _load(results / "evaluation.json")
     facts = {"diffusion": model_facts(diffusion)}
     if ar is not None and ar.is_dir():
         facts["ar"] = model_facts(ar)
@@ -77,6 +78,8 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
              "## Models", ""]
     lines += table(["model", "parameters (non-embedding)", "steps", "tokens trained",
                     "on disk (fp16)"], model_rows(facts))
+    if evaluation:
+        lines += evaluation_section(evaluation)
     if he:
         lines += ["", f"## HumanEval-infilling pass@1, without the true middle length "
                   f"({he['threads']} threads, {he['cpu_count']} cores)", ""]
@@ -100,7 +103,38 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
                   "(`python -m bench.lsp_latency`)", ""]
         lines += table(["metric", "value"], [[k, v] for k, v in lsp.items()])
     lines += ["", "![loss curves](loss.png)", ""]
+    if (results.parent / "campaign" / "progress.png").is_file():
+        lines += ["![the campaign's quick evaluation against tokens trained]"
+                  "(../campaign/progress.png)", ""]
     return "\n".join(lines)
+
+
+SETS = (("obvious", "obvious lines, exact %", "exact"),
+        ("heldout", "held-out packages, rest of line exact %", "exact"),
+        ("single", "HumanEval single-line pass@1 % (all tasks)", "pass@1"),
+        ("multi", "HumanEval multi-line pass@1 % (subset)", "pass@1"))
+
+
+def evaluation_section(ev: dict) -> list[str]:
+    """The full evaluation (``training.evaluate``) and the targets, as Markdown."""
+    m = ev["machine"]
+    lines = ["", f"## Evaluation ({ev['date']}, {m['cpu']}, {m['cores']} cores, "
+             f"{m['threads']} threads)", "",
+             "Through the server's context, sampler and cuts, without the true middle length "
+             "(`python -m training.evaluate`).", ""]
+    rows = []
+    for key, label, metric in SETS:
+        for name, sets in ev["models"].items():
+            r = sets[key]
+            rows.append([label, name, r["n"], r[metric], r.get("similarity", ""),
+                         r["tokens_per_pass"], r["p50_ms"]])
+    lines += table(["set", "model", "n", "score", "similarity", "tokens/pass", "p50 ms"], rows)
+    if ev.get("targets"):
+        lines += ["", "### Targets", ""]
+        lines += table(["target", "measured", "wanted", "met"],
+                       [[k, v["value"], v["target"], "yes" if v["met"] else "no"]
+                        for k, v in ev["targets"].items()])
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

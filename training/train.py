@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from dlm_lsp.model.checkpoint import weight_files
 from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig, count_parameters
 from training.data import Batcher, load_prepared
 from training.export import export
@@ -70,7 +71,7 @@ def load_weights(model: Denoiser, source: Path) -> dict:
     """Weights from a run's ``state.pt`` or an exported checkpoint directory; returns what is
     known of the source's own training (steps, tokens, objective)."""
     if source.is_dir():
-        state = {k: v.float() for k, v in load_file(str(source / "model.safetensors")).items()}
+        state = {k: v.float() for f in weight_files(source) for k, v in load_file(str(f)).items()}
         state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
         model.load_state_dict(state)
         spec = json.loads((source / "dlm.json").read_text())
@@ -141,12 +142,14 @@ class Ranks:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device("cpu")  # where collectives' tensors live (NCCL: the GPU)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
     def setup(self, device: torch.device) -> None:
+        self.device = device
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
@@ -166,14 +169,21 @@ class Ranks:
     def any_true(self, flag: bool) -> bool:
         if self.world == 1:
             return flag
-        t = torch.tensor([int(flag)])
+        t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def max(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
 
     def sum(self, value: int) -> int:
         if self.world == 1:
             return value
-        t = torch.tensor([value], dtype=torch.int64)
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
         dist.all_reduce(t)
         return int(t.item())
 

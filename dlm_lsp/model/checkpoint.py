@@ -1,4 +1,4 @@
-"""Checkpoint directories (see DESIGN.md): find, load and save them.
+"""Checkpoint directories (docs/design.md): find, load and save them.
 
 A checkpoint is ``config.json`` (transformers backbone config), ``model.safetensors``,
 ``tokenizer.json`` and ``dlm.json`` (the diffusion facts: mask/pad/eos/expand ids, whether
@@ -378,20 +378,44 @@ def quantize_int8(model: Denoiser) -> Denoiser:
         return model
 
 
+def _save_weights(path: Path, state: dict[str, torch.Tensor], shard_mib: float | None) -> None:
+    if shard_mib is None:
+        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+        return
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        n = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + n > shard_mib * 2**20:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += n
+    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for file, shard in zip(files, shards, strict=True):
+        save_file(shard, str(path / file), metadata={"format": "pt"})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    weight_map = {name: file for file, shard in zip(files, shards, strict=True) for name in shard}
+    (path / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+
+
 def save_checkpoint(
     path: Path,
     model: Denoiser,
     tokenizer: Tokenizer,
     spec: DlmSpec,
     dtype: torch.dtype = torch.float16,
+    shard_mib: float | None = None,
 ) -> None:
-    """Write a checkpoint directory that :func:`load_checkpoint` reads."""
+    """Write a checkpoint directory that :func:`load_checkpoint` reads; with `shard_mib`, the
+    weights go to shards of at most that size plus a ``model.safetensors.index.json``."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(model.cfg.to_hf(), indent=2))
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     if model.cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    _save_weights(path, state, shard_mib)
     tokenizer.save(str(path / "tokenizer.json"))
     (path / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast",
