@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench.infill import Infiller
     from dlm_lsp.config import Settings
-    from dlm_lsp.engine import Engine
+    from dlm_lsp.pipeline.engine import Engine
 
     torch.set_num_threads(args.threads)
     cases = load_cases(args.limit)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench.infill import Infiller
     from dlm_lsp.config import Settings
-    from dlm_lsp.engine import Engine
+    from dlm_lsp.pipeline.engine import Engine
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="embedded")

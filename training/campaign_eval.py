@@ -41,7 +41,7 @@ def quick_eval(model: Path, name: str, threads: int) -> dict:
     from bench.humaneval import load_tasks
     from bench.infill import Infiller
     from dlm_lsp.config import Settings
-    from dlm_lsp.engine import Engine
+    from dlm_lsp.pipeline.engine import Engine
 
     torch.set_num_threads(threads)
     infiller = Infiller(Engine(Settings(model=str(model), threads=threads)), name)

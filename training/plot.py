@@ -1,6 +1,6 @@
 """Loss curves of training runs as one PNG.
 
-    python -m training.plot runs/dlm-eos runs/dlm-expand runs/ar --out training/results/loss.png
+    python -m training.plot runs/campaign/ar runs/campaign/dlm runs/campaign/twin
 
 Training loss (smoothed) and held-out loss against tokens seen, one line per run. The
 diffusion loss is the 1/t-weighted masked cross-entropy (an ELBO bound per token), the AR
@@ -15,18 +15,24 @@ import json
 from pathlib import Path
 
 
-def read_log(run: Path) -> list[dict]:
+def read_log(run: Path) -> tuple[dict, list[dict]]:
+    """A run's header (its first line: model, objective, starting weights) and its steps."""
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    return [r for r in rows if "step" in r]
+    header = rows[0] if rows and "step" not in rows[0] else {}
+    return header, [r for r in rows if "step" in r]
 
 
-def init_tokens(run: Path) -> int:
+def is_ar(run: Path, header: dict) -> bool:
+    objective = header.get("objective")
+    if objective:
+        return objective == "ar"
+    return run.name in ("ar", "twin") or "ar" in run.name.split("-")
+
+
+def init_tokens(header: dict) -> int:
     """Tokens the run's starting weights had already seen (an AR-initialised denoiser)."""
-    meta = run / "checkpoint" / "dlm.json"
-    if not meta.is_file():
-        return 0
-    init = json.loads(meta.read_text()).get("training", {}).get("init_from") or {}
-    return int(init.get("tokens") or 0)
+    init = header.get("init_from") or {}
+    return int(init.get("tokens") or 0) if isinstance(init, dict) else 0
 
 
 def smooth(values: list[float], k: int = 20) -> list[float]:
@@ -45,16 +51,16 @@ def plot(runs: list[Path], out: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
-        rows = read_log(run)
-        ax = axes[1] if "ar" in run.name.split("-") or run.name == "ar" else axes[0]
-        start = init_tokens(run)  # counted from the AR tokens it started with
+        header, rows = read_log(run)
+        ax = axes[1] if is_ar(run, header) else axes[0]
+        start = init_tokens(header)  # counted from the tokens its weights had seen
         tokens = [(start + r["tokens"]) / 1e6 for r in rows]
         ax.plot(tokens, smooth([r["loss"] for r in rows]), label=f"{run.name} train", lw=1)
         val = [((start + r["tokens"]) / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
         if val:
             ax.plot(*zip(*val, strict=True), "o-", ms=3, label=f"{run.name} held-out")
     axes[0].set_title("masked diffusion (1/t-weighted masked CE)")
-    axes[1].set_title("autoregressive twin (next-token CE, PSM FIM)")
+    axes[1].set_title("autoregressive (next-token CE, PSM FIM)")
     for ax in axes:
         ax.set_xlabel("tokens seen (M)")
         ax.set_ylabel("loss (nats)")

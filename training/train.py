@@ -82,8 +82,11 @@ def load_weights(model: Denoiser, source: Path) -> dict:
                 "tokens": (training.get("tokens") or 0) + (init.get("tokens") or 0)}
     state = torch.load(source, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
-    return {"path": str(source), "objective": state.get("args", {}).get("objective"),
-            "steps": state.get("step"), "tokens": state.get("tokens")}
+    args = state.get("args", {})
+    init = args.get("init_from")  # the run's own starting weights count too
+    before = (init.get("tokens") or 0) if isinstance(init, dict) else 0
+    return {"path": str(source), "objective": args.get("objective"),
+            "steps": state.get("step"), "tokens": (state.get("tokens") or 0) + before}
 
 
 def head_loss(lm_head: torch.nn.Module, h: torch.Tensor, targets: torch.Tensor,
@@ -269,7 +272,8 @@ def train(args: argparse.Namespace) -> Path | None:
     log = open(out / "log.jsonl", "a") if ranks.main else None
     if log and step == 0:
         log.write(json.dumps({"params": total, "non_embedding": non_emb, "world": ranks.world,
-                              "bf16": bf16, "init_from": init_facts,
+                              "bf16": bf16, "objective": args.objective,
+                              "init_from": init_facts,
                               "config": asdict(model.cfg)}) + "\n")
     bar = tqdm(total=args.steps, initial=step, desc=f"{args.objective}/{args.mechanism}",
                disable=not ranks.main)
