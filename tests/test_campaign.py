@@ -87,3 +87,15 @@ def test_a_checkpoint_counts_the_tokens_of_the_weights_it_started_from(tmp_path:
     (tmp_path / "dlm.json").write_text(json.dumps({"training": {
         "tokens": 5, "init_from": {"tokens": 7}}}))
     assert trained_tokens(tmp_path) == 12
+
+
+def test_a_branch_from_a_run_state_counts_the_tokens_that_run_started_from(tmp_path: Path):
+    from dlm_lsp.model.denoiser import Denoiser
+    from training.train import load_weights, model_config
+
+    model = Denoiser(model_config("tiny", 300))
+    torch.save({"model": model.state_dict(), "step": 3, "tokens": 5,
+                "init_facts": {"tokens": 7}, "args": {"objective": "ar"}},
+               tmp_path / "state.pt")
+    facts = load_weights(Denoiser(model_config("tiny", 300)), tmp_path / "state.pt")
+    assert facts["tokens"] == 12 and facts["objective"] == "ar" and facts["steps"] == 3

@@ -82,10 +82,9 @@ def load_weights(model: Denoiser, source: Path) -> dict:
                 "tokens": (training.get("tokens") or 0) + (init.get("tokens") or 0)}
     state = torch.load(source, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
-    args = state.get("args", {})
-    init = args.get("init_from")  # the run's own starting weights count too
-    before = (init.get("tokens") or 0) if isinstance(init, dict) else 0
-    return {"path": str(source), "objective": args.get("objective"),
+    init = state.get("init_facts") or {}  # the run's own starting weights count too
+    before = init.get("tokens") or 0
+    return {"path": str(source), "objective": state.get("args", {}).get("objective"),
             "steps": state.get("step"), "tokens": (state.get("tokens") or 0) + before}
 
 
