@@ -65,6 +65,18 @@ def test_neovim_lazy_nvim_spec_defines_commands_help_and_checkhealth(parrot_chec
     assert proc.returncode == 0 and "0 failed" in proc.stdout, "lazy spec checks failed"
 
 
+def test_neovim_lazy_nvim_own_loader_runs_the_readme_spec(parrot_checkpoint):
+    """lazy.nvim itself cannot be installed from the registries CI reaches: this runs where
+    DLM_LAZY_NVIM names a lazy.nvim checkout (a user's, or one copied in by hand)."""
+    lazy = os.environ.get("DLM_LAZY_NVIM")
+    if not lazy or not (Path(lazy) / "lua" / "lazy" / "init.lua").is_file():
+        pytest.skip("DLM_LAZY_NVIM does not name a lazy.nvim checkout")
+    proc = _run([_nvim(), "--headless", "-i", "NONE", "-u",
+                 "editors/neovim/tests/lazy_init.lua"], parrot_checkpoint)
+    assert "lazy.nvim loaded dlm-lsp: true" in proc.stdout
+    assert proc.returncode == 0 and "0 failed" in proc.stdout, "lazy.nvim loader checks failed"
+
+
 def test_neovim_help_tags_are_committed_and_current(tmp_path):
     doc = tmp_path / "doc"
     shutil.copytree(EDITORS / "neovim" / "doc", doc)

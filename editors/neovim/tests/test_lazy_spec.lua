@@ -1,6 +1,7 @@
 -- The README's lazy.nvim spec, in lazy.nvim's order: startup finishes (plugin/ files of
 -- 'runtimepath' are sourced), then the spec's config() adds editors/neovim to
 -- 'runtimepath' and calls setup(). Commands, help tags and :checkhealth must all work then.
+-- lazy_init.lua runs the same checks after lazy.nvim's own loader instead of this emulation.
 --   DLM_TEST_CMD="python -m dlm_lsp" nvim --headless -u NONE -i NONE \
 --     -c "luafile editors/neovim/tests/test_lazy_spec.lua"
 local repo = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h:h')
@@ -13,10 +14,14 @@ local function check(name, ok, detail)
   end
 end
 
--- what the spec's `config = function(plugin) ... end` does, with plugin.dir = the checkout
-local plugin = { dir = repo }
-vim.opt.rtp:append(plugin.dir .. '/editors/neovim')
-require('dlm_lsp').setup({ cmd = cmd, settings = { model = 'embedded' } })
+if vim.g.dlm_lazy_loaded == nil then
+  -- what the spec's `config = function(plugin) ... end` does, with plugin.dir = the checkout
+  local plugin = { dir = repo }
+  vim.opt.rtp:append(plugin.dir .. '/editors/neovim')
+  require('dlm_lsp').setup({ cmd = cmd, settings = { model = 'embedded' } })
+else -- lazy_init.lua ran lazy.nvim's own loader first
+  check("lazy.nvim's loader ran the spec's config", vim.g.dlm_lazy_loaded)
+end
 
 for _, name in ipairs({ 'DlmStatus', 'DlmFillHoles', 'DlmInstantEdit' }) do
   check(':' .. name .. ' is defined', vim.fn.exists(':' .. name) == 2)
