@@ -81,6 +81,13 @@ class LogFormatter(logging.Formatter):
         return super().format(record).split("\n", 1)[0]
 
 
+def drop_duplicate_rpc_errors(record: logging.LogRecord) -> bool:
+    """pygls logs "Unable to deserialize message" for bad params, which our transport
+    already reports in one line naming the method; keep one line per bad message."""
+    return not (record.name == "pygls.protocol.json_rpc"
+                and str(record.msg).startswith("Unable to deserialize message"))
+
+
 class UsageError(Exception):
     """Bad command-line input: one line for the user, exit status 2."""
 
@@ -225,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     handler: logging.Handler = (logging.FileHandler(args.log_file) if args.log_file
                                 else logging.StreamHandler(sys.stderr))  # never stdout
     handler.setFormatter(LogFormatter(tracebacks=level == "debug"))
+    if level != "debug":
+        handler.addFilter(drop_duplicate_rpc_errors)
     logging.basicConfig(level=level.upper(), handlers=[handler])
     try:
         return run_command(args)
