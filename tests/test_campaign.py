@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -99,3 +100,18 @@ def test_a_branch_from_a_run_state_counts_the_tokens_that_run_started_from(tmp_p
                tmp_path / "state.pt")
     facts = load_weights(Denoiser(model_config("tiny", 300)), tmp_path / "state.pt")
     assert facts["tokens"] == 12 and facts["objective"] == "ar" and facts["steps"] == 3
+
+
+def test_a_new_round_continues_ar_and_branches_again_from_its_new_end(plan):
+    campaign.run(None)
+    first = torch.load(campaign.RUNS / "dlm" / "state.pt", weights_only=False)
+    campaign.new_round(argparse.Namespace(ar_tokens=5 * 2 * 64))
+    assert not (campaign.RUNS / "dlm").exists() and (campaign.RUNS / "archive").is_dir()
+    assert "dlm" not in json.loads(campaign.PROGRESS.read_text())
+    campaign.run(None)
+    ar = torch.load(campaign.RUNS / "ar" / "state.pt", weights_only=False)
+    dlm = torch.load(campaign.RUNS / "dlm" / "state.pt", weights_only=False)
+    assert ar["step"] == 5 and dlm["step"] == first["step"]
+    assert dlm["init_facts"]["tokens"] == ar["tokens"] > first["init_facts"]["tokens"]
+    with pytest.raises(SystemExit):
+        campaign.new_round(argparse.Namespace(ar_tokens=5 * 2 * 64))  # not beyond the end

@@ -4,6 +4,7 @@
     python -m training.campaign status
     python -m training.campaign stop              # the running stage saves and exits
     python -m training.campaign finish [--commit] # export, quick evaluation, ship if it wins
+    python -m training.campaign round --ar-tokens N  # AR goes on to N tokens, branch again
 
 The plan (``training/campaign/plan.json``) is a list of stages, each a ``training.train`` run:
 AR pre-training at a constant learning rate (continued from campaign to campaign), then two
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -125,9 +127,10 @@ def run(_: argparse.Namespace) -> None:
 
 def running_stage() -> str | None:
     out = subprocess.run(["pgrep", "-af", "training.train"], capture_output=True, text=True)
+    prefix = f"{RUNS}/"  # stage_args always names the run directory in full
     for line in out.stdout.splitlines():
-        if str(RUNS) in line or "runs/campaign/" in line:
-            return line.split("runs/campaign/", 1)[1].split()[0].strip("/")
+        if prefix in line:
+            return line.split(prefix, 1)[1].split()[0].strip("/")
     return None
 
 
@@ -165,6 +168,35 @@ def record(stage: str) -> None:
     print(f"{stage}: step {state['step']}, {state['tokens'] / 1e6:.1f}M tokens -> {target}")
 
 
+def new_round(args: argparse.Namespace) -> None:
+    """The next round: the stage without a parent (AR pre-training) goes on to
+    `args.ar_tokens`, and the branches start again from its new end. Their old runs move to
+    ``runs/campaign/archive/``; the shipped models stay until a new branch beats them."""
+    if running_stage():
+        raise SystemExit("a stage is running: stop it first")
+    plan = load_json(PLAN, {})
+    root = next(s for s in plan["stages"] if not s.get("from"))
+    if args.ar_tokens <= root["tokens"]:
+        raise SystemExit(f"--ar-tokens must exceed the current {root['tokens']}")
+    root["tokens"] = args.ar_tokens
+    progress = load_json(PROGRESS, {})
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for stage in plan["stages"]:
+        name = stage["name"]
+        if not stage.get("from"):
+            continue
+        if (RUNS / name).exists():
+            (RUNS / "archive").mkdir(parents=True, exist_ok=True)
+            (RUNS / name).rename(RUNS / "archive" / f"{name}-{stamp}")
+        progress.pop(name, None)
+        if (RESUME / name).exists():
+            shutil.rmtree(RESUME / name)
+    save_json(PLAN, plan)
+    save_json(PROGRESS, progress)
+    print(f"{root['name']} goes on to {args.ar_tokens / 1e6:.0f}M tokens; "
+          f"{', '.join(s['name'] for s in plan['stages'] if s.get('from'))} start again")
+
+
 def status(_: argparse.Namespace) -> None:
     plan = load_json(PLAN, {})
     progress = load_json(PROGRESS, {})
@@ -184,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("status")
     p = sub.add_parser("stop")
     p.add_argument("--timeout", type=float, default=600)
+    p = sub.add_parser("round", help="continue AR pre-training, then branch again")
+    p.add_argument("--ar-tokens", type=int, required=True)
     p = sub.add_parser("finish")
     p.add_argument("--commit", action="store_true")
     p.add_argument("--threads", type=int, default=2)
@@ -193,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
 
         finish(args)
         return
-    {"run": run, "status": status, "stop": stop}[args.cmd](args)
+    {"run": run, "status": status, "stop": stop, "round": new_round}[args.cmd](args)
 
 
 if __name__ == "__main__":
