@@ -225,16 +225,21 @@ def camel_path(path: str) -> str:
     return ".".join(camel(p) for p in path.split("."))
 
 
-def settings_schema() -> dict[str, Any]:
-    """Name, default and type of every setting, for `doctor` and the editors' docs."""
+def settings_values(settings: Settings) -> dict[str, Any]:
+    """Every setting by its client name (``remote.url`` for nested ones) and value."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         if f.name == "explicit":
             continue
-        value = getattr(Settings(), f.name)
+        value = getattr(settings, f.name)
         if dataclasses.is_dataclass(value):
             for g in dataclasses.fields(value):
                 out[f"{camel(f.name)}.{camel(g.name)}"] = getattr(value, g.name)
         else:
             out[camel(f.name)] = value
     return out
+
+
+def settings_schema() -> dict[str, Any]:
+    """Name and default of every setting, for `doctor` and the editors' docs."""
+    return settings_values(Settings())

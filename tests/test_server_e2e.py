@@ -192,6 +192,6 @@ async def test_settings_are_pulled_from_workspace_configuration(
     await client.initialize_session(init_params(_settings(parrot_checkpoint)))
     open_doc(client, "x = \n")
     await wait_ready(client)
-    await asyncio.sleep(0.2)  # the pull happens right after `initialized`
+    await wait_for_status(client, lambda st: st["settings"]["maxTokens"] == 3)  # pulled
     inline = await client.text_document_inline_completion_async(inline_params(0, 4))
     assert inline.items[0].insert_text == "111"

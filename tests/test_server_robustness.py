@@ -139,7 +139,10 @@ async def test_bad_settings_and_a_missing_model_are_explained_not_fatal(client: 
 async def test_model_loading_reports_progress(client: LanguageClient, parrot_checkpoint):
     await client.initialize_session(init_params(_settings(parrot_checkpoint)))
     await wait_ready(client)
-    await asyncio.sleep(0.2)
+    deadline = asyncio.get_running_loop().time() + 60
+    while not any(p.kind == "end" for r in client.progress_reports.values() for p in r):
+        assert asyncio.get_running_loop().time() < deadline, client.progress_reports
+        await asyncio.sleep(0.02)
     kinds = [p.kind for reports in client.progress_reports.values() for p in reports]
     assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
 

@@ -21,7 +21,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from dlm_lsp import __version__
-from dlm_lsp.config import Settings, apply_settings
+from dlm_lsp.config import Settings, apply_settings, settings_values
 from dlm_lsp.model import hub
 from dlm_lsp.model.checkpoint import NotDownloaded
 from dlm_lsp.pipeline import edits
@@ -556,8 +556,9 @@ async def cmd_instant_edit(ls: DlmServer, *args: Any) -> Any:
 
 @SERVER.command("dlm.status")
 async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
-    """Model state, counters and the last run's figures, for status bars and tests; with
-    {uri}, the server's copy of that document (version, length, sha256) to check sync."""
+    """Model state, counters, the settings in force and the last run's figures, for status
+    bars and tests; with {uri}, the server's copy of that document (version, length,
+    sha256) to check sync."""
     e = ls.engine
     stats = e.last_stats
     out = {
@@ -573,6 +574,7 @@ async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
         "cancelledPasses": e.cancelled_passes,
         "cacheHits": e.cache.hits,
         "lastRun": None if stats is None else stats.__dict__,
+        "settings": settings_values(ls.settings),
     }
     uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
     if isinstance(uri, str):
