@@ -27,11 +27,12 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 TRICKY = ["a", "x = 1", " ", "\t", "\n", "\n", "\r\n", "\r", "\x0c", "\v", "\u2028", "\u2029",
           "😀", "é", "中", "def f():\n    ...\n", "# TODO\n", "<HOLE>", "(", ")", "\x85"]
@@ -418,27 +419,38 @@ async def http_session(url: str, key: str, requests: int, seed: int,
             "statuses": dict(sorted(statuses.items()))}
 
 
-def start_http(model: str, key: str) -> tuple[subprocess.Popen, str]:
+def start_http(model: str, key: str, *extra: str, timeout: float = 120
+               ) -> tuple[subprocess.Popen, str]:
     """serve-http on a free loopback port, once it reports ready."""
     import socket
-
-    import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    env = {**os.environ, "DLM_API_KEY": key} if key else {
+        k: v for k, v in os.environ.items() if k != "DLM_API_KEY"}
+    # its log goes to a file: a pipe nobody reads would stall a long run once it is full
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "dlm_lsp", "serve-http", "--port", str(port),
-                             "--model", model, "--settings", '{"threads": 1}'],
-                            env={**os.environ, "DLM_API_KEY": key},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--model", model, "--settings", '{"threads": 1}', *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    wait_until_ready(proc, url, timeout, log)
+    return proc, url
+
+
+def wait_until_ready(proc: subprocess.Popen, url: str, timeout: float, log: IO[bytes]) -> None:
+    """Poll /health until the model is ready; the server's log if it exits first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode())
+            log.seek(0)
+            raise RuntimeError(log.read().decode(errors="replace"))
         try:
             if httpx.get(url + "/health", timeout=1).json().get("state") == "ready":
-                return proc, url
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
+from bench.fuzz import start_http
 
 KEY = "test-secret"
 
@@ -23,26 +19,7 @@ def free_port() -> int:
 
 def start_server(checkpoint: Path, *extra: str, key: str | None = KEY) -> tuple[subprocess.Popen,
                                                                                str]:
-    port = free_port()
-    env = {**os.environ, "DLM_API_KEY": key} if key else {
-        k: v for k, v in os.environ.items() if k != "DLM_API_KEY"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dlm_lsp", "serve-http", "--port", str(port), "--model",
-         str(checkpoint), "--settings", json.dumps({"threads": 1}), *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode())
-        try:
-            if httpx.get(url + "/health", timeout=1).json().get("state") == "ready":
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("serve-http did not become ready")
+    return start_http(str(checkpoint), key or "", *extra)
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
