@@ -4,7 +4,7 @@ Each model gets the same three sets through ``bench.infill`` (single-line mode, 
 defaults): the obvious lines (``bench.obvious``), the first 150 held-out rest-of-line cases
 (``bench.heldout``) and 200 evenly spaced HumanEval single-line tasks. A model's score is the
 mean of the three percentages; a candidate replaces the shipped model only with a higher
-score.
+score. A branch is evaluated once its stage is complete.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from training.campaign import (
     PROGRESS,
     ROOT,
     RUNS,
+    is_complete,
     load_json,
 )
 
@@ -83,7 +84,12 @@ def finish(args: argparse.Namespace) -> None:
     plan = load_json(PLAN, {})
     entry: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "shipped": []}
     pairs = [("dlm", EMBEDDED, "denoiser"), ("twin", AR_TWIN, "ar twin")]
+    stages = {s["name"]: s for s in plan.get("stages", [])}
     for stage, shipped, label in pairs:
+        if stage not in stages or not is_complete(plan, stages[stage], load_json(PROGRESS, {})):
+            # a branch mid-way has not decayed yet: its figures would not compare
+            print(f"{label}: stage {stage} not complete, not evaluated")
+            continue
         new = candidate(stage)
         if new is None:
             continue

@@ -33,7 +33,8 @@ def _init_facts(init_from: Any) -> dict[str, Any] | None:
     facts: dict[str, Any] = {"path": str(init_from)}
     if Path(init_from).is_file():
         state = torch.load(init_from, map_location="cpu", weights_only=False)
-        facts.update(steps=state.get("step"), tokens=state.get("tokens"),
+        before = (state.get("init_facts") or {}).get("tokens") or 0  # its own start counts
+        facts.update(steps=state.get("step"), tokens=(state.get("tokens") or 0) + before,
                      objective=state.get("args", {}).get("objective"))
     return facts
 
@@ -65,7 +66,8 @@ def export_run(run: Path, target: Path) -> Path:
     from training.train import model_config
 
     state = torch.load(run / "state.pt", map_location="cpu", weights_only=False)
-    args = state["args"]
+    # the facts of its starting weights as the run recorded them (tokens included)
+    args = {**state["args"], "init_from": state.get("init_facts") or state["args"].get("init_from")}
     tokenizer = Tokenizer.from_file(str(Path(args["data"]) / "tokenizer.json"))
     model = Denoiser(model_config(args["size"], tokenizer.get_vocab_size()))
     model.load_state_dict(state["model"])
