@@ -22,6 +22,7 @@ from dlm_lsp.config import Settings
 from dlm_lsp.model.autoregressive import is_autoregressive
 from dlm_lsp.pipeline.context import build_context
 from dlm_lsp.pipeline.engine import Engine, context_budget, insertion_checker
+from dlm_lsp.pipeline.healing import healed, unheal
 from dlm_lsp.pipeline.postprocess import cut_repeated_suffix, finish_candidate
 from dlm_lsp.pipeline.syntax import SpanPlan
 
@@ -56,8 +57,8 @@ class Infiller:
     sampler, or the AR twin decoding left to right. Sampler overrides go per call."""
 
     def __init__(self, engine: Engine, name: str | None = None,
-                 slots: dict[str, int] | None = None):
-        self.engine = engine
+                 slots: dict[str, int] | None = None, heal: bool = True):
+        self.engine, self.heal = engine, heal  # heal: as the server does (pipeline/healing.py)
         model = engine.load()
         self.name = name or ("ar" if is_autoregressive(model.spec) else "diffusion")
         self.slots = slots or slot_budgets(engine.settings)
@@ -69,9 +70,12 @@ class Infiller:
         ctx = build_context(text, offset, model.encode,
                             context_budget(self.engine.settings, model, slots))
         cfg = self.engine.mode_config(mode, model, **sampler)
+        pieces, healing = [ctx.prefix_ids, slots, ctx.suffix_ids], None
+        if self.heal:
+            pieces, cfg, healing = healed(model, ctx.prefix_ids, pieces[1:], cfg)
         self.engine.forget()  # every task is timed as a fresh decode
-        result, stats = self.engine.run([ctx.prefix_ids, slots, ctx.suffix_ids], cfg=cfg)
-        raw = model.decode(result.candidates[0].spans[0])
+        result, stats = self.engine.run(pieces, cfg=cfg)
+        raw = unheal(model.decode(result.candidates[0].spans[0]), healing)
         out = finish(raw, mode, text, offset, ctx.suffix)
         return Infill(out, stats.forward_passes, stats.tokens,
                       (time.perf_counter() - t0) * 1e3)

@@ -12,6 +12,7 @@ spans already filled), the suffix is the fixed text up to the next span.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -26,6 +27,7 @@ from dlm_lsp.model.sampler import (
     SamplerConfig,
     SampleResult,
     fill_spans_in_turn,
+    only_first_tokens,
 )
 
 FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
@@ -61,7 +63,9 @@ def sample_autoregressive(
 
     def fill(before: list[int], after: list[int], n: int) -> list[int]:
         nonlocal passes
-        spans, used = _fill_span(model, before, after, n, cfg, B, should_stop)
+        first = not rows[0]  # healing constrains the first span only
+        span_cfg = cfg if first else dataclasses.replace(cfg, first_tokens=())
+        spans, used = _fill_span(model, before, after, n, span_cfg, B, should_stop)
         passes += used
         for b in range(B):
             rows[b].append(spans[b])
@@ -97,6 +101,9 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
     stops = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
     out = torch.full((B, max_new), spec.pad_token_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    if cfg.first_tokens:  # token healing: the first token spells what the prefix gave back
+        only_first_tokens(logits, torch.ones(logits.shape[1], dtype=torch.bool,
+                                             device=device), cfg.first_tokens)
     for i in range(max_new):
         tok = _pick(logits[:, -1], temps, spec, gen)  # (B,)
         ended = torch.isin(tok, ends)

@@ -96,12 +96,16 @@ class LoadedModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     @cached_property
+    def token_texts(self) -> tuple[str, ...]:
+        """Each id's text, decoded once ("" for the diffusion specials)."""
+        special = self.special_ids
+        return tuple("" if i in special else self.tokenizer.decode([i])
+                     for i in range(self.tokenizer.get_vocab_size()))
+
+    @cached_property
     def newline_ids(self) -> tuple[int, ...]:
         """Ids of the tokens whose text holds a line break (they end a single-line span)."""
-        vocab = self.tokenizer.get_vocab_size()
-        special = self.special_ids
-        return tuple(i for i in range(vocab)
-                     if i not in special and "\n" in self.tokenizer.decode([i]))
+        return tuple(i for i, text in enumerate(self.token_texts) if "\n" in text)
 
     @property
     def special_ids(self) -> set[int]:

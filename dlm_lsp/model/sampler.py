@@ -82,6 +82,8 @@ class SamplerConfig:
     # does and keep the tokens before the first end.
     span_ends: bool = True
     stop_at_end: bool = False  # a span is done once an end has no open slot before it
+    # Token healing (pipeline/healing.py): when set, the first slot may only take these.
+    first_tokens: tuple[int, ...] = ()
 
 
 @dataclass
@@ -211,6 +213,8 @@ def decode_rows(
                                      key_mask)
             nfe += 1
             _no_empty_spans(logits, pos, span_of, spec)
+            if cfg.first_tokens:
+                only_first_tokens(logits, pos == slots[0], cfg.first_tokens)
             if refresh:
                 changed = 0
             tokens, probs, _ = _propose(logits, temps, cfg.top_p, spec, gen, key_mask is None
@@ -436,6 +440,16 @@ def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tens
     starts = (span_of[pos] >= 0) & ((pos == 0) | (span_of[pos] != prev))
     logits[:, starts, spec.eos_token_id] = -math.inf
     logits[:, starts, spec.pad_token_id] = -math.inf
+
+
+def only_first_tokens(logits: torch.Tensor, at: torch.Tensor, allowed: Sequence[int]) -> None:
+    """Token healing: the rows of `logits` (B, P, V) picked by `at` (P,) keep only the
+    `allowed` tokens."""
+    if not bool(at.any()):
+        return
+    banned = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    banned[torch.tensor(allowed, dtype=torch.long, device=logits.device)] = False
+    logits[:, at] = logits[:, at].masked_fill(banned, -math.inf)
 
 
 def _leading(open_: torch.Tensor, span_ids: torch.Tensor, n: int) -> torch.Tensor:

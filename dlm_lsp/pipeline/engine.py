@@ -37,6 +37,7 @@ from dlm_lsp.model.sampler import (
 from dlm_lsp.pipeline.cache import LRUCache
 from dlm_lsp.pipeline.chat import chat_ids, infill_request, unfence
 from dlm_lsp.pipeline.context import OtherDocument, build_context
+from dlm_lsp.pipeline.healing import healed, unheal
 from dlm_lsp.pipeline.postprocess import Scored, finish_candidate, rank
 from dlm_lsp.pipeline.syntax import (
     SpanPlan,
@@ -249,12 +250,13 @@ class Engine:
         slots = self.settings.max_tokens if plan.mode == "line" else self.settings.max_block_tokens
         ctx = build_context(text, offset, model.encode, context_budget(self.settings, model, slots),
                             others=others, comment=comment_prefix(language))
-        cfg = self.mode_config(plan.mode, model)
-        result, stats = self.run([ctx.prefix_ids, slots, ctx.suffix_ids], cancel, cfg)
+        pieces, cfg, healing = healed(model, ctx.prefix_ids, [slots, ctx.suffix_ids],
+                                      self.mode_config(plan.mode, model))
+        result, stats = self.run(pieces, cancel, cfg)
         errors, baseline = insertion_checker(text, offset, offset, language)
         scored = []
         for cand in result.candidates:
-            raw = model.decode(cand.spans[0])
+            raw = unheal(model.decode(cand.spans[0]), healing)
             done = finish_candidate(raw, plan, ctx.suffix, errors, baseline)
             if done is not None:
                 scored.append(Scored(done, cand.mean_confidence))
