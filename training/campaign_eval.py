@@ -129,8 +129,8 @@ def commit(entry: dict) -> None:
 
 
 def plot_log(log: Path, out: Path) -> None:
-    """Each quick figure against the campaign model's total tokens, with the shipped
-    model's figure as a dashed line, one panel per metric."""
+    """Each quick figure against the campaign model's total tokens, with the model it was
+    measured against (the one shipped then) as a faint square, one panel per metric."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,10 +143,14 @@ def plot_log(log: Path, out: Path) -> None:
                for r in rows if stage in r["models"]]
         if not pts:
             continue
+        before = [(r["models"][stage]["shipped"]["tokens"] / 1e6, r["models"][stage]["shipped"])
+                  for r in rows if stage in r["models"]]
         label = "denoiser" if stage == "dlm" else "AR twin"
         for ax, metric in zip(axes, (*METRICS, "tokens_per_pass"), strict=True):
             ax.plot([p[0] for p in pts], [p[1][metric] for p in pts], "o-", color=color,
                     label=label)
+            ax.plot([p[0] for p in before], [p[1][metric] for p in before], "s", color=color,
+                    alpha=0.4, label=f"{label}, the one shipped before")
     for ax, title in zip(axes, ("obvious lines, exact %", "held-out rest of line, exact %",
                                 "HumanEval single-line pass@1 % (200)", "tokens per pass"),
                          strict=True):
