@@ -58,9 +58,9 @@ def quick_eval(model: Path, name: str, threads: int) -> dict:
 
 def trained_tokens(checkpoint: Path) -> int:
     """All tokens behind a checkpoint, counting those of the weights it started from."""
-    training = json.loads((checkpoint / "dlm.json").read_text()).get("training", {})
-    init = training.get("init_from") or {}
-    return int(training.get("tokens") or 0) + int(init.get("tokens") or 0)
+    from training.export import total_tokens
+
+    return total_tokens(json.loads((checkpoint / "dlm.json").read_text()).get("training", {}))
 
 
 def candidate(stage: str) -> Path | None:

@@ -23,6 +23,21 @@ from dlm_lsp.model.checkpoint import EMBEDDED_DIR, DlmSpec, save_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
 
 
+def total_tokens(training: dict[str, Any]) -> int:
+    """All tokens behind a run: its own and those of the weights it started from."""
+    init = training.get("init_from") or {}
+    return int(training.get("tokens") or 0) + int(init.get("tokens") or 0)
+
+
+def state_facts(path: Path | str, state: dict[str, Any]) -> dict[str, Any]:
+    """What a run's ``state.pt`` says of its training: path, objective, steps and tokens
+    (its starting weights' tokens included)."""
+    return {"path": str(path), "objective": state.get("args", {}).get("objective"),
+            "steps": state.get("step"),
+            "tokens": total_tokens({"tokens": state.get("tokens"),
+                                    "init_from": state.get("init_facts")})}
+
+
 def _init_facts(init_from: Any) -> dict[str, Any] | None:
     """What the run started from: the initial state's path, steps and tokens (they count
     towards the model's total training budget)."""
@@ -30,13 +45,10 @@ def _init_facts(init_from: Any) -> dict[str, Any] | None:
         return init_from
     if not init_from or str(init_from) == "None":
         return None
-    facts: dict[str, Any] = {"path": str(init_from)}
     if Path(init_from).is_file():
-        state = torch.load(init_from, map_location="cpu", weights_only=False)
-        before = (state.get("init_facts") or {}).get("tokens") or 0  # its own start counts
-        facts.update(steps=state.get("step"), tokens=(state.get("tokens") or 0) + before,
-                     objective=state.get("args", {}).get("objective"))
-    return facts
+        return state_facts(init_from, torch.load(init_from, map_location="cpu",
+                                                 weights_only=False))
+    return {"path": str(init_from)}
 
 
 def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, Any],

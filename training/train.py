@@ -35,7 +35,7 @@ from tqdm import tqdm
 from dlm_lsp.model.checkpoint import weight_files
 from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig, count_parameters
 from training.data import Batcher, load_prepared
-from training.export import export
+from training.export import export, state_facts, total_tokens
 
 SIZES = {  # name: (hidden, layers, heads, kv heads)
     "tiny": (64, 2, 4, 2),
@@ -76,16 +76,11 @@ def load_weights(model: Denoiser, source: Path) -> dict:
         model.load_state_dict(state)
         spec = json.loads((source / "dlm.json").read_text())
         training = spec.get("training", {})
-        init = training.get("init_from") or {}
         return {"path": str(source), "objective": training.get("objective"),
-                "steps": training.get("steps"),
-                "tokens": (training.get("tokens") or 0) + (init.get("tokens") or 0)}
+                "steps": training.get("steps"), "tokens": total_tokens(training)}
     state = torch.load(source, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
-    init = state.get("init_facts") or {}  # the run's own starting weights count too
-    before = init.get("tokens") or 0
-    return {"path": str(source), "objective": state.get("args", {}).get("objective"),
-            "steps": state.get("step"), "tokens": (state.get("tokens") or 0) + before}
+    return state_facts(source, state)
 
 
 def head_loss(lm_head: torch.nn.Module, h: torch.Tensor, targets: torch.Tensor,
