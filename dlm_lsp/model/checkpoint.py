@@ -103,6 +103,13 @@ class LoadedModel:
                      for i in range(self.tokenizer.get_vocab_size()))
 
     @cached_property
+    def texts_in_order(self) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The token texts sorted, with their ids: the tokens that start with a given text
+        are one run of it (token healing looks them up per request)."""
+        pairs = sorted((text, i) for i, text in enumerate(self.token_texts))
+        return tuple(t for t, _ in pairs), tuple(i for _, i in pairs)
+
+    @cached_property
     def newline_ids(self) -> tuple[int, ...]:
         """Ids of the tokens whose text holds a line break (they end a single-line span)."""
         return tuple(i for i, text in enumerate(self.token_texts) if "\n" in text)

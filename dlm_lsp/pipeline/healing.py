@@ -11,6 +11,7 @@ the taken-back text is cut from the answer again.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,8 +36,11 @@ def heal(model: LoadedModel, prefix_ids: Sequence[int]) -> Healing | None:
     text = texts[last] if 0 <= last < len(texts) else ""
     if not text or "\n" in text or "\r" in text:
         return None
-    first = tuple(i for i, t in enumerate(texts) if t.startswith(text))
-    return Healing(text, first) if len(first) > 1 else None
+    ordered, ids = model.texts_in_order
+    start = end = bisect.bisect_left(ordered, text)
+    while end < len(ordered) and ordered[end].startswith(text):
+        end += 1
+    return Healing(text, tuple(sorted(ids[start:end]))) if end - start > 1 else None
 
 
 def healed(model: LoadedModel, prefix_ids: Sequence[int], rest: Sequence[Sequence[int] | int],
