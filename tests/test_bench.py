@@ -23,34 +23,61 @@ from training.train import init_weights, model_config
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
 
 
-@pytest.fixture(scope="module")
-def ar_checkpoint(tmp_path_factory) -> Path:
+def _ar_export(directory: Path, **facts: str) -> Path:
     tok = train_tokenizer(stdlib_texts(200_000), vocab_size=500)
     model = Denoiser(model_config("tiny", tok.get_vocab_size()))
     init_weights(model, 1)
     with torch.no_grad():  # sharper logits than the init, so greedy choices are not ties
         model.lm_head.weight.mul_(30)
-    args = {"objective": "ar", "mechanism": "eos", "seq_len": 128, "size": "tiny", "batch": 1}
-    return export(model, tok, tmp_path_factory.mktemp("ar") / "ckpt", args, 0, 0, "x")
+    args = {"objective": "ar", "mechanism": "eos", "seq_len": 128, "size": "tiny", "batch": 1,
+            **facts}
+    return export(model, tok, directory / "ckpt", args, 0, 0, "x")
 
 
-def test_ar_twin_cached_decoding_matches_recomputing_every_step(ar_checkpoint):
-    model = load_checkpoint(ar_checkpoint)
-    prefix, suffix = model.encode("def f(x):\n    return "), model.encode("\n\nprint(f(2))\n")
-    got = sample_autoregressive(model, [prefix, 12, suffix], SamplerConfig())
-    fp, fs, fm = (model.tokenizer.token_to_id(t)
-                  for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
-    seq = [fp, *prefix, fs, *suffix, fm]
+@pytest.fixture(scope="module")
+def ar_checkpoint(tmp_path_factory) -> Path:
+    """A twin exported without a FIM order: trained before the option, so PSM."""
+    return _ar_export(tmp_path_factory.mktemp("ar"))
+
+
+@pytest.fixture(scope="module")
+def spm_checkpoint(tmp_path_factory) -> Path:
+    return _ar_export(tmp_path_factory.mktemp("spm"), fim_order="spm")
+
+
+def _greedy_by_recomputing(model, seq: list[int], n: int) -> list[int]:  # noqa: ANN001
     want = []
     with torch.no_grad():
-        for _ in range(12):
+        for _ in range(n):
             tok = int(model.denoiser(torch.tensor([seq]), causal=True)[0, -1].argmax())
             if tok in (model.spec.eos_token_id, model.spec.pad_token_id):
                 break
             want.append(tok)
-            seq.append(tok)
+            seq = [*seq, tok]
+    return want
+
+
+@pytest.mark.parametrize("order", ["psm", "spm"])
+def test_ar_twin_cached_decoding_matches_recomputing_every_step(order, ar_checkpoint,
+                                                                 spm_checkpoint):
+    model = load_checkpoint(ar_checkpoint if order == "psm" else spm_checkpoint)
+    assert model.spec.training["fim_order"] == order
+    prefix, suffix = model.encode("def f(x):\n    return "), model.encode("\n\nprint(f(2))\n")
+    got = sample_autoregressive(model, [prefix, 12, suffix], SamplerConfig())
+    fp, fs, fm = (model.tokenizer.token_to_id(t)
+                  for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+    # the layouts written out here, independently of fim_prompt
+    seq = [fp, *prefix, fs, *suffix, fm] if order == "psm" else [fp, fs, *suffix, fm, *prefix]
+    want = _greedy_by_recomputing(model, seq, 12)
     assert got.candidates[0].spans == [want]
     assert got.forward_passes == len(want) + (len(want) < 12)
+
+
+def test_ar_twin_without_a_known_fim_order_is_refused(spm_checkpoint):
+    model = load_checkpoint(spm_checkpoint)
+    model.spec.training["fim_order"] = "mps"
+    with pytest.raises(ValueError, match="fim_order"):
+        sample_autoregressive(model, [model.encode("x = "), 4, []], SamplerConfig())
 
 
 def test_ar_twin_stops_after_a_stop_token_and_keeps_it(ar_checkpoint):

@@ -28,7 +28,7 @@ def plan(tmp_path, monkeypatch, data_dirs):  # noqa: F811
     plan = {"size": "tiny", "seq_len": 64, "batch": 2, "accum": 1, "procs": 1, "threads": 1,
             "data": str(data), "corpus": str(corpus), "stages": [
                 {"name": "ar", "objective": "ar", "tokens": 3 * 2 * 64, "lr": 0.003,
-                 "warmup": 1, "decay": 0.0},
+                 "warmup": 1, "decay": 0.0, "fim_order": "spm"},
                 {"name": "dlm", "objective": "diffusion", "logits_shift": True,
                  "tokens": 2 * 2 * 64, "lr": 0.002, "warmup": 1, "decay": 0.5, "from": "ar"}]}
     (here / "plan.json").write_text(json.dumps(plan))
@@ -51,6 +51,8 @@ def test_the_campaign_runs_its_stages_in_order_and_records_their_progress(plan):
     dlm_spec = json.loads((campaign.RUNS / "dlm" / "checkpoint" / "dlm.json").read_text())
     assert dlm_spec["training"]["init_from"]["path"].endswith("ar/state.pt")
     assert dlm_spec["logits_shift"] is True
+    ar_spec = json.loads((campaign.RUNS / "ar" / "checkpoint" / "dlm.json").read_text())
+    assert ar_spec["training"]["fim_order"] == "spm"  # decoding reads the order trained on
 
 
 def test_without_runs_a_stage_resumes_from_its_committed_weights_at_its_step(plan):

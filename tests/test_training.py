@@ -123,9 +123,14 @@ def test_diffusion_row_weights_masked_tokens_by_inverse_ratio():
     assert len(weights) == 1 and weights.pop() >= 1.0
 
 
-def test_ar_fim_row_is_prefix_suffix_middle_order():
-    row = ar_fim_row([20], [30], [40], SP)
+def test_ar_fim_row_psm_puts_the_prefix_before_the_suffix():
+    row = ar_fim_row([20], [30], [40], SP, order="psm")
     assert row.ids == [4, 20, 5, 40, 6, 30] and row.targets == [20, 5, 40, 6, 30, 1]
+
+
+def test_ar_fim_row_spm_runs_the_prefix_straight_into_the_middle():
+    row = ar_fim_row([20, 21], [30], [40], SP, order="spm")
+    assert row.ids == [4, 5, 40, 6, 20, 21, 30] and row.targets == [5, 40, 6, 20, 21, 30, 1]
 
 
 def test_fit_context_keeps_the_nearest_tokens_within_room():

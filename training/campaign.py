@@ -85,6 +85,8 @@ def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
             "--eval-every", "200", "--save-every", "100", "--seed", str(stage.get("seed", 0))]
     if stage.get("logits_shift"):
         args.append("--logits-shift")
+    if stage.get("fim_order"):
+        args += ["--fim-order", stage["fim_order"]]
     if (RUNS / name / "state.pt").is_file():
         return args  # train.py resumes from its own state
     done = progress.get(name, {})

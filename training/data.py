@@ -170,8 +170,9 @@ class Batcher:
 
     def __init__(self, data: Prepared, objective: str, mechanism: str = "eos",
                  seq_len: int = 576, infill_rate: float = 0.5, seed: int = 0,
-                 fixed_length: bool = False):
+                 fixed_length: bool = False, fim_order: str = "spm"):
         self.data, self.objective, self.mechanism = data, objective, mechanism
+        self.fim_order = fim_order  # AR rows: PSM or SPM (objective.ar_fim_row)
         self.seq_len, self.infill_rate = seq_len, infill_rate
         self.fixed_length = fixed_length  # pad every batch to seq_len (one compiled shape)
         self.sp = data.specials
@@ -211,7 +212,7 @@ class Batcher:
                 return ar_row(self._window(T + 1))
             prefix, middle, suffix = self._fim_parts()
             prefix, suffix = fit_context(prefix, suffix, T + 1 - len(middle) - 5, rng)
-            return ar_fim_row(prefix, middle, suffix, sp)
+            return ar_fim_row(prefix, middle, suffix, sp, self.fim_order)
         if not infill:
             return diffusion_row(self._window(T), sp, rng)
         prefix, middle, suffix = self._fim_parts()

@@ -65,7 +65,10 @@ def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, 
                   "init_from": _init_facts(args.get("init_from")),
                   "corpus_digest": corpus_digest, "steps": step, "tokens": tokens,
                   "size": args["size"], "seq_len": int(args["seq_len"]),
-                  "batch": int(args["batch"])},
+                  "batch": int(args["batch"]),
+                  # runs from before the option trained PSM rows
+                  **({"fim_order": args.get("fim_order", "psm")}
+                     if args["objective"] == "ar" else {})},
     )
     if target.exists():
         shutil.rmtree(target)

@@ -14,14 +14,17 @@ inference is in distribution. The model has to end the middle itself; two mechan
   predicts ``<expand>`` (which the sampler turns into two masks). With more slots than
   tokens it is the ``eos`` layout.
 
-The autoregressive twin trains on plain text and on PSM fill-in-the-middle rows
-(``<fim_prefix> P <fim_suffix> S <fim_middle> M <eos>``, Bavarian et al. 2022).
+The autoregressive twin trains on plain text and on fill-in-the-middle rows, in PSM or SPM
+order (``dlm_lsp.model.autoregressive.fim_prompt``, shared with decoding so that the two
+cannot disagree).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+from dlm_lsp.model.autoregressive import fim_prompt
 
 IGNORE = -100
 
@@ -140,10 +143,11 @@ def ar_row(tokens: list[int]) -> Row:
     return Row(tokens[:-1], tokens[1:], [1.0] * (len(tokens) - 1), scored=len(tokens) - 1)
 
 
-def ar_fim_row(prefix: list[int], middle: list[int], suffix: list[int], sp: Specials) -> Row:
-    """PSM: <fim_prefix> P <fim_suffix> S <fim_middle> M <eos>, every next token scored."""
-    seq = [sp.fim_prefix, *prefix, sp.fim_suffix, *suffix, sp.fim_middle, *middle, sp.eos]
-    return ar_row(seq)
+def ar_fim_row(prefix: list[int], middle: list[int], suffix: list[int], sp: Specials,
+               order: str = "spm") -> Row:
+    """``fim_prompt(P, S) M <eos>`` in `order`, every next token scored."""
+    sentinels = (sp.fim_prefix, sp.fim_suffix, sp.fim_middle)
+    return ar_row([*fim_prompt(prefix, suffix, sentinels, order), *middle, sp.eos])
 
 
 def fit_context(prefix: list[int], suffix: list[int], room: int,

@@ -199,7 +199,8 @@ def train(args: argparse.Namespace) -> Path | None:
     torch.set_num_threads(args.threads)
     data = load_prepared(args.data, args.corpus)
     batcher = Batcher(data, args.objective, args.mechanism, args.seq_len,
-                      seed=args.seed + 7919 * ranks.rank, fixed_length=True)
+                      seed=args.seed + 7919 * ranks.rank, fixed_length=True,
+                      fim_order=args.fim_order)
     model = Denoiser(model_config(args.size, data.tokenizer.get_vocab_size()))
     init_weights(model, args.seed)
     init_facts = load_weights(model, args.init_from) if args.init_from else None
@@ -237,7 +238,8 @@ def train(args: argparse.Namespace) -> Path | None:
     if ranks.main:
         heldout = load_prepared(args.data, args.corpus, split="heldout")
         val_batches = [Batcher(heldout, args.objective, args.mechanism, args.seq_len,
-                               seed=1000 + i, fixed_length=True).batch(args.batch)
+                               seed=1000 + i, fixed_length=True,
+                               fim_order=args.fim_order).batch(args.batch)
                        for i in range(args.val_batches)]
 
     def autocast() -> torch.autocast:
@@ -370,6 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with --init-from and no state: continue a run's schedule from this "
                          "step (fresh optimizer, warm-up again)")
     ap.add_argument("--start-tokens", type=int, default=0)
+    ap.add_argument("--fim-order", choices=["psm", "spm"], default="spm",
+                    help="AR infilling rows: the prefix before the suffix (psm) or running "
+                         "straight into the middle (spm; see dlm_lsp.model.autoregressive)")
     ap.add_argument("--logits-shift", action="store_true",
                     help="diffusion predicts token i at position i-1 (keeps AR-initialised "
                          "weights' next-token head, as Dream does)")

@@ -1,7 +1,8 @@
 """Left-to-right decoding for autoregressive checkpoints (the AR twin), behind the same API.
 
 A checkpoint whose ``dlm.json`` says ``training.objective: "ar"`` was trained causally on
-``<fim_prefix> P <fim_suffix> S <fim_middle> M <eos>`` rows. The engine runs it with
+fill-in-the-middle rows laid out as :func:`fim_prompt` says, ``training.fim_order`` naming
+the order (PSM when absent, as the first twins were trained). The engine runs it with
 :func:`sample_autoregressive` instead of the denoiser's sampler, so the server, the CLI and
 the benchmarks serve it exactly as they serve the denoiser: that is what makes the speed
 comparison in ``bench/`` fair. One forward pass per generated token, with a K/V cache.
@@ -31,6 +32,7 @@ from dlm_lsp.model.sampler import (
 )
 
 FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+FIM_ORDERS = ("psm", "spm")
 
 
 def is_autoregressive(spec: DlmSpec) -> bool:
@@ -44,6 +46,32 @@ def fim_ids(model: LoadedModel) -> tuple[int, int, int]:
     if any(i is None for i in ids):
         raise ValueError(f"{model.path} has no FIM sentinels: not an AR twin checkpoint")
     return ids  # type: ignore[return-value]
+
+
+def fim_order(spec: DlmSpec) -> str:
+    """The FIM layout a checkpoint was trained on: its ``training.fim_order``, else PSM."""
+    order = spec.training.get("fim_order", "psm")
+    if order not in FIM_ORDERS:
+        raise ValueError(f"unknown fim_order {order!r} in dlm.json (known: {FIM_ORDERS})")
+    return order
+
+
+def fim_prompt(prefix: Sequence[int], suffix: Sequence[int], sentinels: Sequence[int],
+               order: str) -> list[int]:
+    """The tokens a middle follows; training appends ``M <eos>``, decoding writes M.
+
+    - ``psm`` (Bavarian et al. 2022): ``<fim_prefix> P <fim_suffix> S <fim_middle>``. The
+      middle's first token must look back past the whole suffix to the prefix's end.
+    - ``spm`` (the variant of Code Llama): ``<fim_prefix> <fim_suffix> S <fim_middle> P``.
+      The prefix runs straight into the middle as in plain text, so what a small model learnt
+      from plain code (finishing ``self.`` or ``json.``) carries over to infilling.
+    """
+    fp, fs, fm = sentinels
+    if order == "psm":
+        return [fp, *prefix, fs, *suffix, fm]
+    if order == "spm":
+        return [fp, fs, *suffix, fm, *prefix]
+    raise ValueError(f"unknown FIM order {order!r} (known: {FIM_ORDERS})")
 
 
 def sample_autoregressive(
@@ -82,8 +110,7 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
                cfg: SamplerConfig, B: int,
                should_stop: Callable[[], bool]) -> tuple[list[list[int]], int]:
     """(tokens per row, forward passes) for one middle of at most `max_new` tokens."""
-    fp, fs, fm = fim_ids(model)
-    prompt = [fp, *prefix, fs, *suffix, fm]
+    prompt = fim_prompt(prefix, suffix, fim_ids(model), fim_order(model.spec))
     net, spec, device = model.denoiser, model.spec, model.device
     n = len(prompt)
     # One causal forward over the prompt fills the cache; the rows after it are room for the
