@@ -17,7 +17,7 @@ from dlm_lsp.model.random_checkpoint import stdlib_texts
 from dlm_lsp.pipeline.engine import Engine
 from training.corpus import normalise, reject_reason
 from training.data import Batcher, Prepared, node_spans, pick_middle
-from training.export import export
+from training.export import export, total_tokens
 from training.objective import (
     IGNORE,
     Specials,
@@ -255,3 +255,12 @@ def test_the_gpu_run_packs_a_shard_trains_both_phases_and_exports_loadable_shard
     text = "def add(a, b):\n    return \n"
     outcome = engine.complete(text, text.index("return ") + 7, "python")
     assert outcome.stats is not None and outcome.stats.forward_passes >= 1
+    # a run started from an exported checkpoint counts that checkpoint's tokens too
+    gpu_run.main(["train", "--data", str(tmp_path / "shard"), "--size", "tiny", "--seq-len", "96",
+                  "--batch", "2", "--minutes", "60", "--steps", "2", "--ar-share", "0.0",
+                  "--no-compile", "--init", str(out / "checkpoint"),
+                  "--out", str(tmp_path / "two")])
+    again = json.loads((tmp_path / "two" / "gpu_log.json").read_text())
+    training = load_checkpoint(tmp_path / "two" / "checkpoint").spec.training
+    assert training["init_from"]["tokens"] == run["tokens"]
+    assert total_tokens(training) == again["tokens"] + run["tokens"]

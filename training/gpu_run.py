@@ -120,10 +120,11 @@ def train(args: argparse.Namespace) -> None:
     tokens = np.load(args.data / "shard.npz")["tokens"]
     rows = TokenRows(tokens, sp, args.seq_len, args.seed + 7919 * ranks.rank)
     model = Denoiser(model_config(args.size, tok.get_vocab_size()))
+    init_facts = None  # the starting weights' path, steps and tokens (they count too)
     if args.init:
         from training.train import load_weights
 
-        load_weights(model, args.init)
+        init_facts = load_weights(model, args.init)
     model.to(device)
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
@@ -172,7 +173,7 @@ def train(args: argparse.Namespace) -> None:
         digest = json.loads((args.data / "manifest.json").read_text())["digest"]
         run_args = {"mechanism": "eos", "objective": "diffusion", "logits_shift": "True",
                     "seq_len": args.seq_len, "size": args.size, "batch": args.batch,
-                    "init_from": str(args.init) if args.init else None}
+                    "init_from": init_facts}
         export(model.cpu(), tok, args.out / "checkpoint", run_args, step, tokens_seen, digest,
                shard_mib=args.shard_mib)
         (args.out / "gpu_log.json").write_text(json.dumps(
