@@ -1,5 +1,7 @@
 """Several FIM requests decoded in one batch give what each gives alone."""
 
+import dataclasses
+
 import torch
 
 from dlm_lsp.model.batching import FimRequest, layout, sample_fim_batch
@@ -55,3 +57,20 @@ def test_padding_tokens_are_invisible_to_the_model(random_checkpoint):
         a = model.denoiser(x, key_mask=keys)
         b = model.denoiser(noisy, key_mask=keys)
     assert torch.allclose(a[keys], b[keys], atol=1e-5)
+
+
+def test_each_row_keeps_its_own_healing_constraint(random_checkpoint):
+    model = load_checkpoint(random_checkpoint)
+    cfg = SamplerConfig(threshold=0.5, use_cache=False, max_steps=8)
+    free = sample_fim_batch(model, requests(model), cfg)
+    forced = 7 if free[0].tokens[0] != 7 else 8  # a first token the model did not choose
+    reqs = requests(model)
+    reqs[0].first_tokens = (forced,)
+    batched = sample_fim_batch(model, reqs, cfg)
+    assert batched[0].tokens[0] == forced
+    alone = sample(model.denoiser, model.spec, [reqs[0].prefix_ids, reqs[0].max_tokens,
+                                                reqs[0].suffix_ids],
+                   dataclasses.replace(cfg, first_tokens=(forced,)))
+    assert batched[0].tokens == alone.candidates[0].spans[0]
+    # the rows without a constraint decode as they did
+    assert [r.tokens for r in batched[1:]] == [r.tokens for r in free[1:]]

@@ -3,6 +3,8 @@ spell it again (pipeline/healing.py), on the diffusion sampler and the AR twin."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from test_bench import ar_checkpoint  # noqa: F401  (a tiny AR checkpoint)
@@ -10,9 +12,11 @@ from test_bench import ar_checkpoint  # noqa: F401  (a tiny AR checkpoint)
 from dlm_lsp.config import Settings
 from dlm_lsp.model.autoregressive import sample_autoregressive
 from dlm_lsp.model.checkpoint import load_checkpoint, resolve_model_path
+from dlm_lsp.model.random_checkpoint import make_random_checkpoint
 from dlm_lsp.model.sampler import SamplerConfig, sample
 from dlm_lsp.pipeline.engine import Engine
 from dlm_lsp.pipeline.healing import Healing, heal, healed, unheal
+from dlm_lsp.serving.fim_api import Completion
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +87,28 @@ def test_a_completion_after_a_space_does_not_start_with_another_space():
     offset = text.index("n += ") + len("n += ")
     outcome = engine.complete(text, offset, "python")
     assert outcome.candidates and not outcome.candidates[0].text[:1].isspace()
+
+
+@pytest.fixture(scope="module")
+def bpe_parrot(tmp_path_factory) -> Path:
+    """Writes '1' in every slot, with a tokenizer that has merges (so prompts can heal)."""
+    texts = ["import os\nimport json\nprint(os.path, json.loads)\n"] * 20
+    return make_random_checkpoint(tmp_path_factory.mktemp("bpe") / "ckpt", vocab_size=300,
+                                  texts=texts, parrot="1")
+
+
+def test_the_http_server_heals_each_request_of_a_batch(bpe_parrot):
+    from dlm_lsp.serving.fim_api import FimParams
+    from dlm_lsp.serving.serve_http import LocalFimService
+
+    service = LocalFimService(Settings(model=str(bpe_parrot), threads=1), "parrot")
+    model = service.engine.load()
+    healing = heal(model, model.encode("import o"))
+    assert healing is not None and model.encode("1")[0] not in healing.first_tokens
+    answers = service.decode([FimParams("import o", "\n", 4, 0.0),
+                              FimParams("x = 1\n", "\n", 4, 0.0)])
+    assert all(isinstance(a, Completion) for a in answers)
+    healed_answer, plain = (a.text for a in answers)  # type: ignore[union-attr]
+    # the first slot spelt the taken-back "o" again (the parrot's 1 was not allowed there),
+    # and it was cut from the answer; unhealed, the parrot writes 1 in all four slots
+    assert (healed_answer, plain) == ("111", "1111")

@@ -31,6 +31,7 @@ class FimRequest:
     suffix_ids: Sequence[int]
     max_tokens: int
     temperature: float = 0.0
+    first_tokens: tuple[int, ...] = ()  # token healing: what the first slot may take
 
 
 @dataclass
@@ -71,5 +72,5 @@ def sample_fim_batch(model: LoadedModel, requests: Sequence[FimRequest], cfg: Sa
     temps = torch.tensor([r.temperature for r in requests], dtype=torch.float32,
                          device=model.device)
     result = decode_rows(model.denoiser, spec, x, span_of, cfg, temps, key_mask, should_stop,
-                         drop_rows)
+                         drop_rows, [r.first_tokens for r in requests])
     return [FimResult(cand.spans[0], result.forward_passes) for cand in result.candidates]

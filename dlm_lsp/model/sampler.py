@@ -156,10 +156,16 @@ def decode_rows(
     key_mask: torch.Tensor | None = None,  # (B, T) False = padding no row attends to
     should_stop: Callable[[], bool] = lambda: False,
     drop_rows: Callable[[], Sequence[int]] | None = None,  # rows to end now (callers gone)
+    first_tokens: Sequence[Sequence[int]] | None = None,  # per row, else cfg.first_tokens
 ) -> SampleResult:
     """The decoding loop over prepared rows: :func:`sample` for one request, or several
-    requests padded to one layout (``batching.py``; no expand tokens there)."""
+    requests padded to one layout (``batching.py``; no expand tokens there). Token healing
+    constrains the first slot: per row with `first_tokens` (an empty list leaves a row
+    free), else every row to ``cfg.first_tokens``."""
     device = x.device
+    if first_tokens is None and cfg.first_tokens:
+        first_tokens = [cfg.first_tokens] * x.shape[0]
+    first_allowed: torch.Tensor | None = None  # (B, V), built at the first forward
     conf = torch.zeros(x.shape, device=device)
     remasked = torch.zeros(x.shape, dtype=torch.bool, device=device)
     gen = torch.Generator(device=device)
@@ -213,8 +219,11 @@ def decode_rows(
                                      key_mask)
             nfe += 1
             _no_empty_spans(logits, pos, span_of, spec)
-            if cfg.first_tokens:
-                only_first_tokens(logits, pos == slots[0], cfg.first_tokens)
+            if first_tokens is not None and any(first_tokens):
+                if first_allowed is None:
+                    first_allowed = _allowed_rows(first_tokens, logits.shape[-1], device)
+                at = pos == slots[0]
+                logits[:, at] = logits[:, at].masked_fill(~first_allowed[:, None], -math.inf)
             if refresh:
                 changed = 0
             tokens, probs, _ = _propose(logits, temps, cfg.top_p, spec, gen, key_mask is None
@@ -450,6 +459,17 @@ def only_first_tokens(logits: torch.Tensor, at: torch.Tensor, allowed: Sequence[
     banned = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
     banned[torch.tensor(allowed, dtype=torch.long, device=logits.device)] = False
     logits[:, at] = logits[:, at].masked_fill(banned, -math.inf)
+
+
+def _allowed_rows(rows: Sequence[Sequence[int]], vocab: int,
+                  device: torch.device) -> torch.Tensor:
+    """(B, V): the tokens each row's first slot may take (a row with none: every token)."""
+    allowed = torch.ones(len(rows), vocab, dtype=torch.bool, device=device)
+    for b, ids in enumerate(rows):
+        if ids:
+            allowed[b] = False
+            allowed[b, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
+    return allowed
 
 
 def _leading(open_: torch.Tensor, span_ids: torch.Tensor, n: int) -> torch.Tensor:

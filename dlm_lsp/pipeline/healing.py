@@ -43,17 +43,24 @@ def heal(model: LoadedModel, prefix_ids: Sequence[int]) -> Healing | None:
     return Healing(text, tuple(sorted(ids[start:end]))) if end - start > 1 else None
 
 
-def healed(model: LoadedModel, prefix_ids: Sequence[int], rest: Sequence[Sequence[int] | int],
-           cfg: SamplerConfig) -> tuple[list, SamplerConfig, Healing | None]:
-    """The pieces and sampler settings to decode `prefix_ids` + `rest` with, healed on the
-    editor's own path: a published recipe and a chat prompt keep the prompt as it is."""
+def healed_prefix(model: LoadedModel, prefix_ids: Sequence[int],
+                  cfg: SamplerConfig) -> tuple[list[int], Healing | None]:
+    """`prefix_ids` with its last token taken back, and the healing, on the editor's own
+    path: a published recipe and a chat prompt keep the prompt as it is."""
     healing = None
     if cfg.schedule == "threshold" and model.spec.prompt_format != "chat":
         healing = heal(model, prefix_ids)
+    return (list(prefix_ids[:-1]) if healing else list(prefix_ids)), healing
+
+
+def healed(model: LoadedModel, prefix_ids: Sequence[int], rest: Sequence[Sequence[int] | int],
+           cfg: SamplerConfig) -> tuple[list, SamplerConfig, Healing | None]:
+    """The pieces and sampler settings to decode `prefix_ids` + `rest` with (see
+    :func:`healed_prefix`)."""
+    prefix, healing = healed_prefix(model, prefix_ids, cfg)
     if healing is None:
-        return [list(prefix_ids), *rest], cfg, None
-    cfg = dataclasses.replace(cfg, first_tokens=healing.first_tokens)
-    return [list(prefix_ids[:-1]), *rest], cfg, healing
+        return [prefix, *rest], cfg, None
+    return [prefix, *rest], dataclasses.replace(cfg, first_tokens=healing.first_tokens), healing
 
 
 def unheal(raw: str, healing: Healing | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -26,6 +27,7 @@ from dlm_lsp.model.batching import FimRequest, sample_fim_batch
 from dlm_lsp.model.sampler import Cancelled
 from dlm_lsp.pipeline.context import build_context
 from dlm_lsp.pipeline.engine import Engine, context_budget, decode
+from dlm_lsp.pipeline.healing import healed_prefix, unheal
 from dlm_lsp.pipeline.postprocess import cut_repeated_suffix
 from dlm_lsp.serving.connections import header_timeout_protocol
 from dlm_lsp.serving.fim_api import ClientGone, Completion, FimParams, Limits, make_app
@@ -142,16 +144,20 @@ class LocalFimService:
         settings = self.engine.settings
         contexts = [build_context(p.prompt + p.suffix, len(p.prompt), model.encode,
                                   context_budget(settings, model, p.max_tokens)) for p in batch]
-        requests = [FimRequest(c.prefix_ids, c.suffix_ids, p.max_tokens, p.temperature)
-                    for c, p in zip(contexts, batch, strict=True)]
         cfg = self.engine.sampler_config(model, candidates=1)
+        # token healing per request, as on the LSP path (pipeline/healing.py)
+        heals = [healed_prefix(model, c.prefix_ids, cfg) for c in contexts]
+        requests = [FimRequest(prefix, c.suffix_ids, p.max_tokens, p.temperature,
+                               h.first_tokens if h else ())
+                    for (prefix, h), c, p in zip(heals, contexts, batch, strict=True)]
         if is_autoregressive(model.spec):  # left to right: one request at a time
             tokens = []
             for i, r in enumerate(requests):
                 gone = _one_row(gone_rows, i) if gone_rows is not None else list
+                row_cfg = dataclasses.replace(cfg, first_tokens=r.first_tokens)
                 try:
                     tokens.append(decode(model, [r.prefix_ids, r.max_tokens, r.suffix_ids],
-                                         cfg, lambda g=gone: bool(g())).candidates[0].spans[0])
+                                         row_cfg, lambda g=gone: bool(g())).candidates[0].spans[0])
                 except Cancelled:
                     tokens.append([])
         else:
@@ -159,8 +165,8 @@ class LocalFimService:
             tokens = [r.tokens for r in results]
             self.last_forward_passes = results[0].forward_passes
         out = []
-        for toks, ctx, p in zip(tokens, contexts, batch, strict=True):
-            text = cut_repeated_suffix(model.decode(toks), ctx.suffix)
+        for toks, (_, healing), ctx, p in zip(tokens, heals, contexts, batch, strict=True):
+            text = cut_repeated_suffix(unheal(model.decode(toks), healing), ctx.suffix)
             out.append(Completion(text, len(ctx.prefix_ids) + len(ctx.suffix_ids), len(toks),
                                   "length" if len(toks) >= p.max_tokens else "stop"))
         return out
