@@ -1,3 +1,5 @@
+import pytest
+
 from dlm_lsp.pipeline.postprocess import (
     Scored,
     cut_repeated_suffix,
@@ -5,6 +7,7 @@ from dlm_lsp.pipeline.postprocess import (
     first_line,
     rank,
     reindent,
+    repetitive,
     suffix_overlap_variants,
     trim_until_parses,
 )
@@ -60,3 +63,24 @@ def test_trim_until_parses_cuts_lines_for_blocks_and_words_for_lines():
 def test_rank_dedupes_drops_blank_and_orders_by_confidence():
     out = rank([Scored("a", 0.2), Scored("b", 0.9), Scored("a", 0.5), Scored("  ", 1.0)])
     assert [c.text for c in out] == ["b", "a"]
+
+
+@pytest.mark.parametrize("text", [
+    "nnnnnnnnnnnnnnnnnnnnnnnn", "key=key=key=key=key=key=key",
+    "width * width * width * width * width * width", "w.w.w.w.w.w.w.w.w.w.w.w",
+    "[1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]", "x = 1\nx = 1\nx = 1\nx = 1\nx = 1\n"])
+def test_a_unit_written_again_and_again_is_repetitive(text):
+    assert repetitive(text)
+
+
+@pytest.mark.parametrize("text", [
+    "self.y = y", "a[j], a[i] = a[i], a[j]", "# " + "=" * 70, "-" * 40, "[0, 0, 0]",
+    "factorial(n - 1)", "x", "", "print(a, b, c, d)", "aaa"])
+def test_ordinary_code_and_rulers_are_not_repetitive(text):
+    assert not repetitive(text)
+
+
+def test_a_repetitive_candidate_is_never_shown():
+    plan = SpanPlan("line", "    return n * ", "", "")
+    assert finish_candidate("n" * 24, plan, "", lambda t: 0, 0) is None
+    assert finish_candidate("factorial(n - 1)", plan, "", lambda t: 0, 0) == "factorial(n - 1)"

@@ -114,10 +114,37 @@ def rank(candidates: Iterable[Scored]) -> list[Scored]:
     return out
 
 
+def repetitive(text: str, min_repeats: int = 4, share: float = 0.6) -> bool:
+    """Whether `text` ends in one short unit written again and again (``nnnn``,
+    ``key=key=key=key=``, `` * width * width * width``) over most of its length: what a
+    model writes when it cannot find where a span ends. Units without a letter or digit
+    (``=====``, ``----``) are the rulers and separators code does have. Closing brackets
+    and quotes at the end do not hide a run (``[1, 2, 3, 3, 3, 3, 3]``)."""
+    s = text.rstrip().rstrip(")]}'\";:, ")
+    n = len(s)
+    for p in range(1, min(16, n // min_repeats) + 1):
+        unit = s[n - p:]
+        if not any(ch.isalnum() for ch in unit):
+            continue
+        k = 1
+        while (k + 1) * p <= n and s[n - (k + 1) * p:n - k * p] == unit:
+            k += 1
+        if k >= min_repeats and k * p >= share * n:
+            return True
+    return False
+
+
 def finish_candidate(
     raw: str, plan: SpanPlan, suffix: str, errors: ParseCheck, baseline: int
 ) -> str | None:
-    """Apply the mode's cuts, the suffix de-duplication, re-indentation and the parse check."""
+    """Apply the mode's cuts, the suffix de-duplication, re-indentation and the parse check;
+    None when nothing is left worth showing (a repetitive candidate is never shown)."""
+    text = _finish(raw, plan, suffix, errors, baseline)
+    return None if text is None or repetitive(text) else text
+
+
+def _finish(raw: str, plan: SpanPlan, suffix: str, errors: ParseCheck,
+            baseline: int) -> str | None:
     if plan.mode == "line":
         text = first_line(raw).rstrip()
         if not plan.line_prefix.strip():  # nothing typed yet on the line: no leading blanks
