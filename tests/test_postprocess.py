@@ -75,7 +75,8 @@ def test_a_unit_written_again_and_again_is_repetitive(text):
 
 @pytest.mark.parametrize("text", [
     "self.y = y", "a[j], a[i] = a[i], a[j]", "# " + "=" * 70, "-" * 40, "[0, 0, 0]",
-    "factorial(n - 1)", "x", "", "print(a, b, c, d)", "aaa"])
+    "factorial(n - 1)", "x", "", "print(a, b, c, d)", "aaa", "1000000", "0.000001",
+    "1_000_000", "11111"])
 def test_ordinary_code_and_rulers_are_not_repetitive(text):
     assert not repetitive(text)
 

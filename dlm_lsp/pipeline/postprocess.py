@@ -118,13 +118,14 @@ def repetitive(text: str, min_repeats: int = 4, share: float = 0.6) -> bool:
     """Whether `text` ends in one short unit written again and again (``nnnn``,
     ``key=key=key=key=``, `` * width * width * width``) over most of its length: what a
     model writes when it cannot find where a span ends. Units without a letter or digit
-    (``=====``, ``----``) are the rulers and separators code does have. Closing brackets
-    and quotes at the end do not hide a run (``[1, 2, 3, 3, 3, 3, 3]``)."""
+    (``=====``, ``----``) are the rulers and separators code does have, and units of digits
+    are numbers (``1000000``, ``0.0001``). Closing brackets and quotes at the end do not
+    hide a run (``[1, 2, 3, 3, 3, 3, 3]``)."""
     s = text.rstrip().rstrip(")]}'\";:, ")
     n = len(s)
     for p in range(1, min(16, n // min_repeats) + 1):
         unit = s[n - p:]
-        if not any(ch.isalnum() for ch in unit):
+        if not any(ch.isalnum() for ch in unit) or all(c.isdigit() or c in "._" for c in unit):
             continue
         k = 1
         while (k + 1) * p <= n and s[n - (k + 1) * p:n - k * p] == unit:
