@@ -264,3 +264,24 @@ def test_the_gpu_run_packs_a_shard_trains_both_phases_and_exports_loadable_shard
     training = load_checkpoint(tmp_path / "two" / "checkpoint").spec.training
     assert training["init_from"]["tokens"] == run["tokens"]
     assert total_tokens(training) == again["tokens"] + run["tokens"]
+
+
+def test_evaluating_one_model_keeps_the_other_models_figures(tmp_path, monkeypatch):
+    from training import evaluate
+
+    def fake(path, name, threads, multi_limit=200):  # noqa: ANN001, ANN202
+        base = {"n": 1, "tokens_per_pass": 1.0, "p50_ms": 1.0, "similarity": 0.0}
+        return {"obvious": {**base, "exact": 5.0}, "heldout": {**base, "exact": 5.0},
+                "single": {**base, "pass@1": 5.0}, "multi": {**base, "pass@1": 5.0}}
+
+    monkeypatch.setattr(evaluate, "evaluate_model", fake)
+    out = tmp_path / "evaluation.json"
+    old = {**fake("", "", 1), "date": "2026-11-30"}
+    old["single"] = {**old["single"], "pass@1": 9.0}
+    out.write_text(json.dumps({"date": "2026-11-30", "models": {"diffusion": old, "ar": old}}))
+    evaluate.main(["--only", "ar", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["models"]["diffusion"] == old  # carried over, with its own date
+    assert result["models"]["ar"]["single"]["pass@1"] == 5.0
+    assert result["models"]["ar"]["date"] != "2026-11-30"
+    assert result["targets"]["within_points_of_twin"]["value"] == -4.0

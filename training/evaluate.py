@@ -72,16 +72,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--multi", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("training/results/evaluation.json"))
+    ap.add_argument("--only", choices=["diffusion", "ar"], default=None,
+                    help="evaluate this model alone; the other's figures stay as --out has them")
     args = ap.parse_args(argv)
     from bench.suite import machine
 
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(args.threads),
-              "models": {}}
+    today = time.strftime("%Y-%m-%d")
+    result = {"date": today, "machine": machine(args.threads), "models": {}}
+    before = json.loads(args.out.read_text()) if args.only and args.out.is_file() else {}
     for name, path in (("diffusion", args.diffusion), ("ar", args.ar)):
+        if args.only and name != args.only:
+            if name in before.get("models", {}):
+                result["models"][name] = before["models"][name]
+            continue
         if path:
             result["models"][name] = evaluate_model(path, name, args.threads, args.multi)
+            result["models"][name]["date"] = today
             print(name, json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "answers"}
-                                    for k, v in result["models"][name].items()}), flush=True)
+                                    for k, v in result["models"][name].items()
+                                    if isinstance(v, dict)}), flush=True)
     result["targets"] = check_targets(result)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["targets"], indent=1))

@@ -122,6 +122,10 @@ def evaluation_section(ev: dict) -> list[str]:
              f"{m['threads']} threads)", "",
              "Through the server's context, sampler and cuts, without the true middle length "
              "(`python -m training.evaluate`).", ""]
+    earlier = [f"{name} on {sets['date']}" for name, sets in ev["models"].items()
+               if sets.get("date", ev["date"]) != ev["date"]]
+    if earlier:
+        lines += [f"Evaluated earlier: {', '.join(earlier)}.", ""]
     rows = []
     for key, label, metric in SETS:
         for name, sets in ev["models"].items():
