@@ -285,3 +285,16 @@ def test_evaluating_one_model_keeps_the_other_models_figures(tmp_path, monkeypat
     assert result["models"]["ar"]["single"]["pass@1"] == 5.0
     assert result["models"]["ar"]["date"] != "2026-11-30"
     assert result["targets"]["within_points_of_twin"]["value"] == -4.0
+
+
+@pytest.mark.parametrize("order", ["psm", "spm"])
+def test_ar_infilling_rows_are_drawn_in_the_order_asked_for(prepared, order):
+    batcher = Batcher(prepared, "ar", seq_len=96, infill_rate=1.0, seed=0, fim_order=order)
+    sp = batcher.sp
+    rows = [batcher.row().ids for _ in range(20)]
+    assert all(ids[0] == sp.fim_prefix for ids in rows)
+    assert all(ids.index(sp.fim_suffix) < ids.index(sp.fim_middle) for ids in rows)
+    # SPM: the suffix comes first, and the prefix runs into the middle after <fim_middle>;
+    # PSM: the prefix sits between <fim_prefix> and <fim_suffix>
+    prefix_first = [ids[1] != sp.fim_suffix for ids in rows]
+    assert (not any(prefix_first)) if order == "spm" else any(prefix_first)
