@@ -117,3 +117,30 @@ def test_a_new_round_continues_ar_and_branches_again_from_its_new_end(plan):
     assert dlm["init_facts"]["tokens"] == ar["tokens"] > first["init_facts"]["tokens"]
     with pytest.raises(SystemExit):
         campaign.new_round(argparse.Namespace(ar_tokens=5 * 2 * 64))  # not beyond the end
+
+
+def test_an_ar_stage_mid_way_can_stand_in_for_the_twin_and_ships_only_if_better(
+        tmp_path, monkeypatch):
+    from training import campaign_eval
+
+    here = tmp_path / "campaign"
+    here.mkdir()
+    for name, value in (("LOG", here / "log.jsonl"), ("HERE", here),
+                        ("PLAN", here / "plan.json"), ("PROGRESS", here / "progress.json"),
+                        ("AR_TWIN", tmp_path / "twin")):
+        monkeypatch.setattr(campaign_eval, name, value)
+    monkeypatch.setattr(campaign_eval, "candidate", lambda stage: tmp_path / stage)
+    monkeypatch.setattr(campaign_eval, "trained_tokens", lambda path: 1)
+    scores = {"ar": 10.0, "twin": 2.0}
+    monkeypatch.setattr(campaign_eval, "quick_eval", lambda model, name, threads: {
+        "obvious": 0.0, "heldout": 0.0, "humaneval": 0.0, "tokens_per_pass": 1.0,
+        "score": scores[Path(model).name], "answers": {}})
+    shipped = []
+    monkeypatch.setattr(campaign_eval, "ship", lambda src, dst: shipped.append(src.name))
+    args = argparse.Namespace(twin_from="ar", threads=1, commit=False)
+    campaign_eval.finish(args)  # the ar stage is not complete, yet it is evaluated
+    entry = json.loads((here / "log.jsonl").read_text().splitlines()[-1])
+    assert entry["models"]["twin"]["source"] == "ar" and shipped == ["ar"]
+    scores["ar"] = 1.0
+    campaign_eval.finish(args)
+    assert shipped == ["ar"]  # not better: nothing shipped

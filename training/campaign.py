@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("finish")
     p.add_argument("--commit", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--twin-from", default=None, metavar="STAGE",
+                   help="evaluate this AR stage (constant LR, mid-way) as the twin instead")
     args = ap.parse_args(argv)
     if args.cmd == "finish":
         from training.campaign_eval import finish

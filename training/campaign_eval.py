@@ -85,18 +85,22 @@ def finish(args: argparse.Namespace) -> None:
     entry: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "shipped": []}
     pairs = [("dlm", EMBEDDED, "denoiser"), ("twin", AR_TWIN, "ar twin")]
     stages = {s["name"]: s for s in plan.get("stages", [])}
+    if args.twin_from:  # an AR stage at constant LR stands in for the twin (it has no decay)
+        pairs = [("twin", AR_TWIN, f"ar twin (the {args.twin_from} stage)")]
     for stage, shipped, label in pairs:
-        if stage not in stages or not is_complete(plan, stages[stage], load_json(PROGRESS, {})):
+        source = args.twin_from or stage
+        complete = stage in stages and is_complete(plan, stages[stage], load_json(PROGRESS, {}))
+        if not args.twin_from and not complete:
             # a branch mid-way has not decayed yet: its figures would not compare
             print(f"{label}: stage {stage} not complete, not evaluated")
             continue
-        new = candidate(stage)
+        new = candidate(source)
         if new is None:
             continue
-        ours = quick_eval(new, f"{stage} (campaign)", args.threads)
+        ours = quick_eval(new, f"{source} (campaign)", args.threads)
         theirs = quick_eval(shipped, f"{stage} (shipped)", args.threads)
         ours["tokens"], theirs["tokens"] = trained_tokens(new), trained_tokens(shipped)
-        entry["models"][stage] = {"campaign": ours, "shipped": theirs}
+        entry["models"][stage] = {"campaign": ours, "shipped": theirs, "source": source}
         print(label, "campaign", {k: ours[k] for k in (*METRICS, "score", "tokens")})
         print(label, "shipped ", {k: theirs[k] for k in (*METRICS, "score", "tokens")})
         if ours["score"] > theirs["score"]:
