@@ -28,7 +28,8 @@ from dlm_lsp.model.sampler import (
     SamplerConfig,
     SampleResult,
     fill_spans_in_turn,
-    only_first_tokens,
+    first_token_mask,
+    keep_first_tokens,
 )
 
 FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
@@ -129,8 +130,8 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
     out = torch.full((B, max_new), spec.pad_token_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     if cfg.first_tokens:  # token healing: the first token spells what the prefix gave back
-        only_first_tokens(logits, torch.ones(logits.shape[1], dtype=torch.bool,
-                                             device=device), cfg.first_tokens)
+        keep_first_tokens(logits, torch.ones(logits.shape[1], dtype=torch.bool, device=device),
+                          first_token_mask([cfg.first_tokens] * B, logits.shape[-1], device))
     for i in range(max_new):
         tok = _pick(logits[:, -1], temps, spec, gen)  # (B,)
         ended = torch.isin(tok, ends)

@@ -221,9 +221,8 @@ def decode_rows(
             _no_empty_spans(logits, pos, span_of, spec)
             if first_tokens is not None and any(first_tokens):
                 if first_allowed is None:
-                    first_allowed = _allowed_rows(first_tokens, logits.shape[-1], device)
-                at = pos == slots[0]
-                logits[:, at] = logits[:, at].masked_fill(~first_allowed[:, None], -math.inf)
+                    first_allowed = first_token_mask(first_tokens, logits.shape[-1], device)
+                keep_first_tokens(logits, pos == slots[0], first_allowed)
             if refresh:
                 changed = 0
             tokens, probs, _ = _propose(logits, temps, cfg.top_p, spec, gen, key_mask is None
@@ -451,25 +450,22 @@ def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tens
     logits[:, starts, spec.pad_token_id] = -math.inf
 
 
-def only_first_tokens(logits: torch.Tensor, at: torch.Tensor, allowed: Sequence[int]) -> None:
-    """Token healing: the rows of `logits` (B, P, V) picked by `at` (P,) keep only the
-    `allowed` tokens."""
-    if not bool(at.any()):
-        return
-    banned = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    banned[torch.tensor(allowed, dtype=torch.long, device=logits.device)] = False
-    logits[:, at] = logits[:, at].masked_fill(banned, -math.inf)
-
-
-def _allowed_rows(rows: Sequence[Sequence[int]], vocab: int,
-                  device: torch.device) -> torch.Tensor:
-    """(B, V): the tokens each row's first slot may take (a row with none: every token)."""
+def first_token_mask(rows: Sequence[Sequence[int]], vocab: int,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Token healing: (B, V), the tokens each row's first slot may take (a row with no
+    list: every token)."""
     allowed = torch.ones(len(rows), vocab, dtype=torch.bool, device=device)
     for b, ids in enumerate(rows):
         if ids:
             allowed[b] = False
             allowed[b, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
     return allowed
+
+
+def keep_first_tokens(logits: torch.Tensor, at: torch.Tensor, allowed: torch.Tensor) -> None:
+    """At the positions `at` (P,) of `logits` (B, P, V), each row keeps only the tokens its
+    row of `allowed` (B, V, from :func:`first_token_mask`) lets through."""
+    logits[:, at] = logits[:, at].masked_fill(~allowed[:, None], -math.inf)
 
 
 def _leading(open_: torch.Tensor, span_ids: torch.Tensor, n: int) -> torch.Tensor:
