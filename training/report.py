@@ -46,15 +46,12 @@ def model_rows(facts: dict[str, dict]) -> list[list[object]]:
     rows = []
     for name, f in facts.items():
         steps, tokens = f"{f['steps']}", f"{f['tokens'] / 1e6:.2f}M"
-        if f["init_tokens"]:  # started from other weights: count their tokens too
-            if f["objective"] == "ar":  # AR after AR: one objective throughout
-                steps = f"{f['init_steps']} + {f['steps']} AR"
-                tokens = (f"{(f['init_tokens'] + f['tokens']) / 1e6:.2f}M "
-                          f"({f['init_tokens'] / 1e6:.2f}M + {f['tokens'] / 1e6:.2f}M)")
-            else:
-                steps = f"{f['init_steps']} AR + {f['steps']} {f['objective']}"
-                tokens = (f"{(f['init_tokens'] + f['tokens']) / 1e6:.2f}M "
-                          f"({f['init_tokens'] / 1e6:.2f}M AR + {f['tokens'] / 1e6:.2f}M)")
+        if f["init_tokens"]:  # started from AR weights: count their tokens too
+            ar = f["objective"] == "ar"  # AR after AR: one objective, named once
+            first, then = ("", "AR") if ar else (" AR", f["objective"])
+            steps = f"{f['init_steps']}{first} + {f['steps']} {then}"
+            tokens = (f"{(f['init_tokens'] + f['tokens']) / 1e6:.2f}M "
+                      f"({f['init_tokens'] / 1e6:.2f}M{first} + {f['tokens'] / 1e6:.2f}M)")
         rows.append([name, f"{f['params'] / 1e6:.2f}M ({f['non_embedding'] / 1e6:.2f}M)",
                      steps, tokens, f"{f['disk_mb']:.1f} MB"])
     return rows

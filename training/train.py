@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from dlm_lsp.model.autoregressive import FIM_ORDERS
 from dlm_lsp.model.checkpoint import weight_files
 from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig, count_parameters
 from training.data import Batcher, load_prepared
@@ -372,7 +373,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with --init-from and no state: continue a run's schedule from this "
                          "step (fresh optimizer, warm-up again)")
     ap.add_argument("--start-tokens", type=int, default=0)
-    ap.add_argument("--fim-order", choices=["psm", "spm"], default="spm",
+    ap.add_argument("--fim-order", choices=FIM_ORDERS, default="spm",
                     help="AR infilling rows: the prefix before the suffix (psm) or running "
                          "straight into the middle (spm; see dlm_lsp.model.autoregressive)")
     ap.add_argument("--logits-shift", action="store_true",
