@@ -202,8 +202,11 @@ def test_an_ar_initialised_export_is_shifted_and_the_report_counts_its_ar_tokens
     (results / "humaneval.json").write_text(json.dumps({"threads": 1, "cpu_count": 2, "models": {
         "diffusion": {"single": {"n": 10, "pass@1": 20.0, "passes_per_token": 0.5,
                                  "tokens_per_s": 40.0, "p50_ms": 100.0, "p95_ms": 200.0}}}}))
+    for name, p50 in (("lsp_latency.json", 90.5), ("lsp_latency_twin.json", 96.0)):
+        (results / name).write_text(json.dumps({"cores": 2, "line": {"p50_ms": p50}}))
     text = render(results, target, None)
     assert "| 70 AR + 30 diffusion | 5.00M (3.00M AR + 2.00M) |" in text
+    assert "| metric | diffusion | ar |" in text and "| line p50_ms | 90.50 | 96.00 |" in text
     assert "| diffusion | single | 10 | 20.00 | 0.50 | 40.00 | 100.00 | 200.00 |" in text
 
 
@@ -225,7 +228,15 @@ def test_the_evaluation_checks_each_target_and_renders_into_the_report():
     ev["targets"] = targets
     text = "\n".join(evaluation_section(ev))
     assert "| HumanEval single-line pass@1 % (all tasks) | diffusion | 10 | 14.00 |" in text
-    assert "| within_points_of_twin | 3.00 | 2.00 | no |" in text
+    assert "| points behind the AR twin (single-line), at >= 2 tokens/pass | 3.00 | 2.00 | no |" \
+        in text
+    # close enough to the twin, but one token a pass: the joint target is still missed
+    ev["models"]["ar"]["single"]["pass@1"] = 15.0
+    ev["models"]["diffusion"]["single"]["tokens_per_pass"] = 1.0
+    assert check_targets(ev)["within_points_of_twin"] == {"value": 1.0, "target": 2.0,
+                                                          "met": False}
+    ev["models"]["diffusion"]["single"]["tokens_per_pass"] = 2.0
+    assert check_targets(ev)["within_points_of_twin"]["met"]
 
 
 def test_the_gpu_run_packs_a_shard_trains_both_phases_and_exports_loadable_shards(

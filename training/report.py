@@ -100,16 +100,45 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
         lines += table(["mechanism", "decoding", *QUALITY, "mean ms per infill"],
                        [[name, r.get("decoding", ""), *quality(r["all"]),
                          r["all"].get("mean_ms", "")] for name, r in mech.items()])
-    if lsp:
-        lines += ["", "## Single-line completion latency through the LSP server "
-                  "(`python -m bench.lsp_latency`)", ""]
-        lines += table(["metric", "value"], [[k, v] for k, v in lsp.items()])
+    latency = {name: r for name, r in (("diffusion", lsp),
+                                       ("ar", _load(results / "lsp_latency_twin.json"))) if r}
+    if latency:
+        lines += latency_section(latency)
     lines += ["", "![loss curves](loss.png)", ""]
     if (results.parent / "campaign" / "progress.png").is_file():
         lines += ["![the campaign's quick evaluation against tokens trained]"
                   "(../campaign/progress.png)", ""]
     return "\n".join(lines)
 
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """{"line": {"p50_ms": 1}} -> {"line p50_ms": 1}."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k} "))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def latency_section(runs: dict[str, dict]) -> list[str]:
+    """bench.lsp_latency's JSON for each model, one column a model."""
+    flat = {name: flatten(r) for name, r in runs.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    return (["", "## Single-line completion latency through the LSP server "
+             "(`python -m bench.lsp_latency`)", ""]
+            + table(["metric", *flat], [[k, *(f.get(k, "") for f in flat.values())]
+                                        for k in keys]))
+
+
+TARGET_LABELS = {
+    "obvious_exact": "obvious lines exact %",
+    "humaneval_single_pass1": "HumanEval single-line pass@1 % (all tasks)",
+    "heldout_exact": "held-out packages rest of line exact %",
+    "tokens_per_pass": "tokens per forward pass (single-line)",
+    "within_points_of_twin": "points behind the AR twin (single-line), at >= 2 tokens/pass",
+}
 
 SETS = (("obvious", "obvious lines, exact %", "exact"),
         ("heldout", "held-out packages, rest of line exact %", "exact"),
@@ -138,7 +167,8 @@ def evaluation_section(ev: dict) -> list[str]:
     if ev.get("targets"):
         lines += ["", "### Targets", ""]
         lines += table(["target", "measured", "wanted", "met"],
-                       [[k, v["value"], v["target"], "yes" if v["met"] else "no"]
+                       [[TARGET_LABELS.get(k, k), v["value"], v["target"],
+                         "yes" if v["met"] else "no"]
                         for k, v in ev["targets"].items()])
     return lines
 
