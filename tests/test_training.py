@@ -309,3 +309,22 @@ def test_ar_infilling_rows_are_drawn_in_the_order_asked_for(prepared, order):
     # PSM: the prefix sits between <fim_prefix> and <fim_suffix>
     prefix_first = [ids[1] != sp.fim_suffix for ids in rows]
     assert (not any(prefix_first)) if order == "spm" else any(prefix_first)
+
+
+def test_the_loss_plot_takes_labelled_runs_of_both_objectives_and_writes_a_png(tmp_path: Path):
+    from training.plot import parse_run, plot, read_log
+
+    assert parse_run("dlm, round 1=runs/a/dlm-1") == ("dlm, round 1", Path("runs/a/dlm-1"))
+    assert parse_run("runs/campaign/ar") == ("ar", Path("runs/campaign/ar"))
+    for name, objective in (("ar", "ar"), ("dlm-20261201", "diffusion")):
+        run = tmp_path / name
+        run.mkdir()
+        header = {"objective": objective, "init_from": {"tokens": 5_000_000}}
+        steps = [{"step": i, "tokens": i * 1000, "loss": 3.0 - i / 100} for i in range(1, 30)]
+        steps[-1]["val_loss"] = 2.9
+        (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [header, *steps]))
+    header, rows = read_log(tmp_path / "ar")
+    assert header["objective"] == "ar" and len(rows) == 29
+    out = tmp_path / "loss.png"
+    plot([tmp_path / "ar", ("dlm, round 1", tmp_path / "dlm-20261201")], out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,7 @@
 """Loss curves of training runs as one PNG.
 
     python -m training.plot runs/campaign/ar runs/campaign/dlm runs/campaign/twin
+    python -m training.plot ar=runs/campaign/ar "dlm, round 1=runs/campaign/archive/dlm-..."
 
 Training loss (smoothed) and held-out loss against tokens seen, one line per run. The
 diffusion loss is the 1/t-weighted masked cross-entropy (an ELBO bound per token), the AR
@@ -43,24 +44,31 @@ def smooth(values: list[float], k: int = 20) -> list[float]:
     return out
 
 
-def plot(runs: list[Path], out: Path) -> None:
+def parse_run(arg: str) -> tuple[str, Path]:
+    """``LABEL=PATH`` or a bare path (labelled by its folder name)."""
+    label, sep, path = arg.rpartition("=")
+    return (label, Path(path)) if sep else (Path(arg).name, Path(arg))
+
+
+def plot(runs: list[Path | tuple[str, Path]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for run in runs:
+    for item in runs:
+        name, run = item if isinstance(item, tuple) else (item.name, item)
         header, rows = read_log(run)
         ax = axes[1] if is_ar(run, header) else axes[0]
         start = init_tokens(header)  # counted from the tokens its weights had seen
         tokens = [(start + r["tokens"]) / 1e6 for r in rows]
-        ax.plot(tokens, smooth([r["loss"] for r in rows]), label=f"{run.name} train", lw=1)
+        ax.plot(tokens, smooth([r["loss"] for r in rows]), label=f"{name} train", lw=1)
         val = [((start + r["tokens"]) / 1e6, r["val_loss"]) for r in rows if "val_loss" in r]
         if val:
-            ax.plot(*zip(*val, strict=True), "o-", ms=3, label=f"{run.name} held-out")
+            ax.plot(*zip(*val, strict=True), "o-", ms=3, label=f"{name} held-out")
     axes[0].set_title("masked diffusion (1/t-weighted masked CE)")
-    axes[1].set_title("autoregressive (next-token CE, PSM FIM)")
+    axes[1].set_title("autoregressive (next-token CE on text and FIM rows)")
     for ax in axes:
         ax.set_xlabel("tokens seen (M)")
         ax.set_ylabel("loss (nats)")
@@ -73,7 +81,7 @@ def plot(runs: list[Path], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="+", type=parse_run, help="run folder, or LABEL=FOLDER")
     ap.add_argument("--out", type=Path, default=Path("training/results/loss.png"))
     args = ap.parse_args(argv)
     plot(args.runs, args.out)
