@@ -107,7 +107,7 @@ def test_emacs_package_byte_compiles_cleanly_and_its_eglot_and_ghost_tests_pass(
                  "editors/emacs/test/dlm-lsp-test.el", "-f", "ert-run-tests-batch-and-exit"],
                 parrot_checkpoint)
     assert proc.returncode == 0, "the ERT tests failed (output above)"
-    assert re.search(r"Ran 6 tests, 6 results as expected", proc.stdout + proc.stderr)
+    assert re.search(r"Ran 7 tests, 7 results as expected", proc.stdout + proc.stderr)
 
 
 def test_vscode_extension_real_language_client_gets_server_results(parrot_checkpoint):

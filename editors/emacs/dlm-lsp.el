@@ -281,6 +281,10 @@ server is ready."
   (let ((map (make-sparse-keymap)))
     (define-key map (kbd "TAB") #'dlm-lsp-accept)
     (define-key map (kbd "<tab>") #'dlm-lsp-accept)
+    (define-key map (kbd "M-f") #'dlm-lsp-accept-word)
+    (define-key map (kbd "C-<right>") #'dlm-lsp-accept-word)
+    (define-key map (kbd "M-e") #'dlm-lsp-accept-line)
+    (define-key map (kbd "C-<down>") #'dlm-lsp-accept-line)
     (define-key map (kbd "C-g") #'dlm-lsp-dismiss)
     (define-key map (kbd "M-]") #'dlm-lsp-next)
     (define-key map (kbd "M-[") #'dlm-lsp-previous)
@@ -335,6 +339,46 @@ server is ready."
         (goto-char beg)
         (insert (dlm-lsp--item-text item)))
     (dlm-lsp-dismiss)))
+
+(defun dlm-lsp--next-part (text unit)
+  "The start of TEXT that accepting one UNIT (`word' or `line') takes.
+A word: blanks, then a run of word characters or of other characters (\"foo\",
+\" bar\", \"(\", \"):\").  A line: the rest of the line, or at a line break the
+break and the next line."
+  (let ((case-fold-search nil))
+    (if (eq unit 'line)
+        (progn (string-match "\\`\n?[^\n]*" text) (match-string 0 text))
+      (if (string-match "\\`[ \t\n]*\\(?:[[:alnum:]_]+\\|[^[:alnum:]_ \t\n]+\\)" text)
+          (match-string 0 text)
+        text))))
+
+(defun dlm-lsp--accept-part (unit)
+  "Insert the ghost text up to the end of its next UNIT; the rest stays shown."
+  (let ((item (nth dlm-lsp--index dlm-lsp--items))
+        (ghost (dlm-lsp-ghost-text)))
+    (if (not (and item ghost))
+        (dlm-lsp-dismiss)
+      (let ((part (dlm-lsp--next-part ghost unit)))
+        (if (>= (length part) (length ghost))
+            (dlm-lsp-accept)
+          (unless (plist-get item :range)  ; anchor it, so that the rest is what is shown
+            (let ((here (dlm-lsp--position (point))))
+              (setq item (append (list :range (list :start here :end here)) item))))
+          (let ((items (copy-sequence dlm-lsp--items)) (index dlm-lsp--index))
+            (setf (nth index items) item)
+            (insert part)              ; the change hook hides the rest and asks again
+            (setq dlm-lsp--items items dlm-lsp--index index)
+            (dlm-lsp--show)))))))
+
+(defun dlm-lsp-accept-word ()
+  "Insert the next word of the ghost text."
+  (interactive)
+  (dlm-lsp--accept-part 'word))
+
+(defun dlm-lsp-accept-line ()
+  "Insert the rest of the ghost text's line (at its end: the next line)."
+  (interactive)
+  (dlm-lsp--accept-part 'line))
 
 (defun dlm-lsp-next (&optional n)
   "Show the next suggestion (N steps)."
@@ -412,7 +456,10 @@ server is ready."
 
 ;;;###autoload
 (define-minor-mode dlm-lsp-ghost-mode
-  "Show dlm-lsp's inline completion as ghost text; TAB accepts, C-g dismisses."
+  "Show dlm-lsp's inline completion as ghost text.
+TAB accepts it, M-f (or C-<right>) its next word, M-e (or C-<down>) the
+rest of its line; M-] and M-[ show the next and previous suggestion, C-g
+dismisses it."
   :lighter " dlm"
   (if dlm-lsp-ghost-mode
       (progn

@@ -121,6 +121,42 @@ def volume(r):
         (should-not (dlm-lsp-ghost-text))
         (should (equal before (buffer-string)))))))
 
+(ert-deftest dlm-lsp-ghost-text-is-accepted-a-word-or-a-line-at-a-time ()
+  (should (equal (dlm-lsp--next-part "foo(bar)" 'word) "foo"))
+  (should (equal (dlm-lsp--next-part " = 1" 'word) " ="))
+  (should (equal (dlm-lsp--next-part "):\n  x" 'word) "):"))
+  (should (equal (dlm-lsp--next-part "\n    return y" 'word) "\n    return"))
+  (should (equal (dlm-lsp--next-part "  " 'word) "  "))
+  (should (equal (dlm-lsp--next-part "abc\ndef" 'line) "abc"))
+  (should (equal (dlm-lsp--next-part "\ndef\nghi" 'line) "\ndef"))
+  (should (eq (lookup-key dlm-lsp-ghost-active-map (kbd "M-f")) #'dlm-lsp-accept-word))
+  (should (eq (lookup-key dlm-lsp-ghost-active-map (kbd "M-e")) #'dlm-lsp-accept-line))
+  (with-temp-buffer
+    (python-mode)
+    (dlm-lsp-ghost-mode 1)              ; its change hook runs as for a user
+    (insert "def f():\n    x")
+    ;; an item without a range is anchored where it was shown
+    (setq dlm-lsp--items (list (list :insertText "y = foo(bar, baz)\n    return y"))
+          dlm-lsp--index 0)
+    (dlm-lsp--show)
+    (unwind-protect
+        (progn
+          (should (equal (dlm-lsp-ghost-text) "y = foo(bar, baz)\n    return y"))
+          (dlm-lsp-accept-word)
+          (should (equal (buffer-string) "def f():\n    xy"))
+          (should (equal (dlm-lsp-ghost-text) " = foo(bar, baz)\n    return y"))
+          (dlm-lsp-accept-word)
+          (should (equal (dlm-lsp-test--line 2) "    xy ="))
+          (dlm-lsp-accept-line)
+          (should (equal (dlm-lsp-test--line 2) "    xy = foo(bar, baz)"))
+          (should (equal (dlm-lsp-ghost-text) "\n    return y"))
+          (dlm-lsp-accept-line)           ; the last line: the whole rest, as TAB
+          (should (equal (buffer-string) "def f():\n    xy = foo(bar, baz)\n    return y"))
+          (should (= (point) (point-max)))
+          (should-not (dlm-lsp-ghost-text)))
+      (when (timerp dlm-lsp--timer) (cancel-timer dlm-lsp--timer))
+      (dlm-lsp-ghost-mode -1))))
+
 (ert-deftest dlm-lsp-ghost-text-starts-the-server-without-blocking-emacs ()
   ;; A fresh server: the request returns before the server has even answered initialize,
   ;; and the ghost text still appears once it has.

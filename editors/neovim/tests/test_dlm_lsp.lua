@@ -114,6 +114,64 @@ co = coroutine.create(function()
   vim.api.nvim_feedkeys(vim.keycode('<Esc>'), 'n', false)
   wait(2000, function() return vim.api.nvim_get_mode().mode == 'n' end)
 
+  -- 2b. A word or a line of the ghost text at a time. The parrot writes one token, so the
+  -- answers are rewritten on their way in: each becomes the rest of a two-line suggestion
+  -- after what was typed since the anchor, as the server's typeahead would serve it.
+  local parts = {
+    { 'foo(bar)', 'word', 'foo' }, { ' = 1', 'word', ' =' }, { '):\n  x', 'word', '):' },
+    { '\n    return y', 'word', '\n    return' }, { '  ', 'word', '  ' },
+    { 'abc\ndef', 'line', 'abc' }, { '\ndef\nghi', 'line', '\ndef' },
+  }
+  for _, c in ipairs(parts) do
+    local got = dlm.next_part(c[1], c[2])
+    check(('next %s of %s is %s'):format(c[2], vim.inspect(c[1]), vim.inspect(c[3])), got == c[3],
+      vim.inspect(got))
+  end
+  local suggestion, anchor = 'y = foo(bar, baz)\n    return y', { 4, 1 }
+  local request = client.request
+  client.request = function(self, method, params, handler, b)
+    if method ~= 'textDocument/inlineCompletion' then
+      return request(self, method, params, handler, b)
+    end
+    return request(self, method, params, function(err, result, ...)
+      local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+      local typed = table.concat(
+        vim.api.nvim_buf_get_text(buf, anchor[1], anchor[2], row - 1, col, {}), '\n')
+      for _, item in ipairs(result and (result.items or result) or {}) do
+        item.insertText = suggestion:sub(#typed + 1)
+      end
+      handler(err, result, ...)
+    end, b)
+  end
+  local function ghost_shown()
+    return #vim.api.nvim_buf_get_extmarks(buf, ns, 0, -1, {}) > 0
+  end
+  local function line(n) return vim.api.nvim_buf_get_lines(buf, n - 1, n, false)[1] or '' end
+  vim.api.nvim_win_set_cursor(0, { 5, 0 })
+  vim.api.nvim_feedkeys('Ax', 'n', false) -- insert on the empty line 5, type "x"
+  local steps = {
+    { '<M-Right>', 'xy' }, { '<M-Right>', 'xy =' }, { '<M-C-Right>', 'xy = foo(bar, baz)' },
+  }
+  for _, step in ipairs(steps) do
+    check('ghost text before ' .. step[1], wait(20000, ghost_shown))
+    vim.api.nvim_feedkeys(vim.keycode(step[1]), 'm', false)
+    check(step[1] .. ' accepts up to ' .. step[2], wait(5000, function()
+      return line(5) == step[2]
+    end), line(5))
+  end
+  check('ghost text before the last line', wait(20000, ghost_shown))
+  vim.api.nvim_feedkeys(vim.keycode('<M-C-Right>'), 'm', false)
+  check('<M-C-Right> at a line end takes the break and the next line', wait(5000, function()
+    return line(6) == '    return y'
+  end), line(6))
+  check('the cursor follows the accepted text',
+    vim.deep_equal(vim.api.nvim_win_get_cursor(0), { 6, 12 }),
+    vim.inspect(vim.api.nvim_win_get_cursor(0)))
+  client.request = request
+  vim.api.nvim_feedkeys(vim.keycode('<Esc>'), 'n', false)
+  wait(2000, function() return vim.api.nvim_get_mode().mode == 'n' end)
+  vim.api.nvim_buf_set_lines(buf, 4, 6, false, { '' }) -- the file as the later steps expect
+
   -- 3. :DlmFillHoles replaces the `...` body through workspace/applyEdit.
   local done = false
   dlm.fill_holes(nil, nil, function() done = true end)

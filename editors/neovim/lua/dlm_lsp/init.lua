@@ -21,7 +21,9 @@ M.defaults = {
   -- temperature, confidenceThreshold, maxSteps, candidates, debounceMs, languages, ...
   settings = {},
   inline = true, -- ghost text through vim.lsp.inline_completion (Neovim 0.12+)
-  keymaps = { accept = '<Tab>', next = '<M-]>', prev = '<M-[>' },
+  -- accept_word / accept_line take the ghost text a word or a line at a time (as copilot.vim)
+  keymaps = { accept = '<Tab>', next = '<M-]>', prev = '<M-[>',
+              accept_word = '<M-Right>', accept_line = '<M-C-Right>' },
 }
 
 M.config = vim.deepcopy(M.defaults)
@@ -35,8 +37,67 @@ function M.client(bufnr)
   return vim.lsp.get_clients({ name = M.name, bufnr = bufnr or 0 })[1]
 end
 
+--- The start of `text` that accepting one `unit` ('word' or 'line') takes: blanks, then a
+--- run of word characters or a run of other characters (`foo`, ` bar`, `(`, `):`); or the
+--- rest of the line, or (at a line break) the break and the next line.
+function M.next_part(text, unit)
+  if unit == 'line' then
+    return text:match('^\n?[^\n]*')
+  end
+  return text:match('^%s*[%w_]+') or text:match('^%s*[^%w_%s]+') or text
+end
+
+--- Accept the shown ghost text up to the end of its next `unit` ('word' or 'line'). Returns
+--- false when none is shown (so a key can fall back to its own meaning). The rest of the
+--- suggestion comes back on the next request, served from the server's typeahead.
+function M.accept_part(unit, bufnr)
+  bufnr = bufnr or vim.api.nvim_get_current_buf()
+  return vim.lsp.inline_completion.get({ bufnr = bufnr, on_accept = function(item)
+    local text = item.insert_text
+    local win = vim.fn.bufwinid(bufnr)
+    if type(text) ~= 'string' or win == -1 then
+      return item -- a snippet, or no window: accept it whole
+    end
+    local crow, ccol = unpack(vim.api.nvim_win_get_cursor(win))
+    crow = crow - 1
+    local row, col, erow, ecol = crow, ccol, crow, ccol
+    if item.range then
+      row, col, erow, ecol = item.range:to_extmark()
+    end
+    -- only an item that starts on the cursor's line at or before it, and replaces nothing
+    -- after it, can be cut without touching other text
+    if row ~= crow or col > ccol or erow ~= crow or ecol > ccol then
+      return item
+    end
+    local typed = vim.api.nvim_buf_get_text(bufnr, crow, col, crow, ccol, {})[1]
+    if text:sub(1, #typed) ~= typed then
+      return item
+    end
+    local rest = text:sub(#typed + 1)
+    local part = M.next_part(rest, unit)
+    if part == rest then
+      return item
+    end
+    local lines = vim.split(part, '\n', { plain = true })
+    vim.api.nvim_buf_set_text(bufnr, crow, ccol, crow, ccol, lines)
+    vim.api.nvim_win_set_cursor(win, {
+      crow + #lines, (#lines == 1 and ccol or 0) + #lines[#lines] })
+    return nil
+  end })
+end
+
 local function set_inline_keys(bufnr)
   local keys = M.config.keymaps
+  for unit, key in pairs({ word = keys.accept_word, line = keys.accept_line }) do
+    if key then
+      vim.keymap.set('i', key, function()
+        if not M.accept_part(unit, bufnr) then
+          return key -- no ghost text: the key's own meaning (keycodes are replaced)
+        end
+      end, { buffer = bufnr, expr = true,
+             desc = 'dlm-lsp: accept the next ' .. unit .. ' of the ghost text' })
+    end
+  end
   if keys.accept then
     vim.keymap.set('i', keys.accept, function()
       if not vim.lsp.inline_completion.get({ bufnr = bufnr }) then
