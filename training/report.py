@@ -3,9 +3,9 @@
     python -m training.report [--results training/results]
 
 Reads ``humaneval.json`` (bench.humaneval), ``heldout.json`` (training.eval),
-``mechanisms.json`` (the variable-length ablation) and ``lsp_latency.json``
-(bench.lsp_latency), plus the exported checkpoints' dlm.json for parameters and tokens.
-Only measured figures appear; a missing file leaves its rows out.
+``mechanisms.json`` (the variable-length ablation), ``lsp_latency.json`` and
+``lsp_latency_twin.json`` (bench.lsp_latency), plus the exported checkpoints' dlm.json
+for parameters and tokens. Only measured figures appear; a missing file leaves its rows out.
 """
 
 from __future__ import annotations
