@@ -69,7 +69,9 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
     he = _load(results / "humaneval.json")
     held = _load(results / "heldout.json")
     mech = _load(results / "mechanisms.json")
-    lsp = _load(results / "lsp_latency.json")
+    runs = {"diffusion": _load(results / "lsp_latency.json"),
+            "ar": _load(results / "lsp_latency_twin.json")}
+    latency = {name: r for name, r in runs.items() if r}
     evaluation = _load(results / "evaluation.json")
     facts = {"diffusion": model_facts(diffusion)}
     if ar is not None and ar.is_dir():
@@ -100,8 +102,6 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
         lines += table(["mechanism", "decoding", *QUALITY, "mean ms per infill"],
                        [[name, r.get("decoding", ""), *quality(r["all"]),
                          r["all"].get("mean_ms", "")] for name, r in mech.items()])
-    latency = {name: r for name, r in (("diffusion", lsp),
-                                       ("ar", _load(results / "lsp_latency_twin.json"))) if r}
     if latency:
         lines += latency_section(latency)
     lines += ["", "![loss curves](loss.png)", ""]
