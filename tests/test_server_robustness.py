@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import pytest_lsp
@@ -184,12 +185,14 @@ def test_tcp_transport_serves_initialize(parrot_checkpoint):
     proc = subprocess.Popen([sys.executable, "-m", "dlm_lsp", "--tcp", "--port", str(port)],
                             stderr=subprocess.PIPE)
     try:
-        for _ in range(100):
+        deadline = time.monotonic() + 60  # the server imports torch first: slow when busy
+        while True:
             try:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=10)
                 break
             except OSError:
-                import time
+                assert proc.poll() is None, "the server exited before listening"
+                assert time.monotonic() < deadline, "the server never listened"
                 time.sleep(0.1)
         with sock:
             sock.sendall(_frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
