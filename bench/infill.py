@@ -9,6 +9,8 @@ the same post-processing, by mode:
   the first line keeps the model's own indentation, since the benchmark gives none;
 - ``span``: the model's own end (random-span infilling), suffix repeat cut only.
 
+On a blank line (the single-line and multi-line tasks' cursor), both models follow the
+server's blank-line rule: no end and no line break before something other than whitespace.
 Neither model is told the true middle length: both get the server's slot budget; the
 diffusion model ends the span itself with an end token, the AR twin stops at ``<eos>``.
 """
@@ -24,7 +26,7 @@ from dlm_lsp.pipeline.context import build_context
 from dlm_lsp.pipeline.engine import Engine, context_budget, insertion_checker
 from dlm_lsp.pipeline.healing import healed, unheal
 from dlm_lsp.pipeline.postprocess import cut_repeated_suffix, finish_candidate
-from dlm_lsp.pipeline.syntax import SpanPlan
+from dlm_lsp.pipeline.syntax import SpanPlan, plan_span
 
 MODES = ("line", "block", "span")
 
@@ -69,7 +71,8 @@ class Infiller:
         slots = self.slots[mode]
         ctx = build_context(text, offset, model.encode,
                             context_budget(self.engine.settings, model, slots))
-        cfg = self.engine.mode_config(mode, model, **sampler)
+        blank = plan_span(text, offset, "python").blank_line
+        cfg = self.engine.mode_config(mode, model, blank and mode != "span", **sampler)
         pieces, healing = [ctx.prefix_ids, slots, ctx.suffix_ids], None
         if self.heal:
             pieces, cfg, healing = healed(model, ctx.prefix_ids, pieces[1:], cfg)

@@ -90,6 +90,18 @@ def test_ar_twin_stops_after_a_stop_token_and_keeps_it(ar_checkpoint):
     assert stopped.forward_passes == 1
 
 
+def test_ar_twin_neither_stops_nor_ends_while_it_has_written_only_blanks(ar_checkpoint):
+    """The sampler's blank rule, on the twin: a stop token that counts as blank cannot
+    close the span before something else is written."""
+    model = load_checkpoint(ar_checkpoint)
+    prefix, suffix = model.encode("def f(x):\n    return "), model.encode("\n\nprint(f(2))\n")
+    free = sample_autoregressive(model, [prefix, 12, suffix], SamplerConfig())
+    first = free.candidates[0].spans[0][0]
+    cfg = SamplerConfig(stop_ids=(first,), blank_ids=(first,))
+    span = sample_autoregressive(model, [prefix, 12, suffix], cfg).candidates[0].spans[0]
+    assert span and span[0] != first
+
+
 def test_ar_twin_fills_several_spans_left_to_right_with_n_best_rows(ar_checkpoint):
     model = load_checkpoint(ar_checkpoint)
     a, b, c = (model.encode(t) for t in ("x = ", "\ny = ", "\nprint(x, y)\n"))

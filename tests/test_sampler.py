@@ -1,5 +1,6 @@
 """The masked-diffusion sampler against scripted denoisers whose beliefs we choose."""
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -257,6 +258,51 @@ def test_a_span_is_never_empty_even_when_the_model_wants_to_end_at_once():
     out = sample(Scripted(lambda p, T, call: (EOS, 0.99)), SPEC, [PREFIX, 4, SUFFIX],
                  SamplerConfig())
     assert len(out.candidates[0].spans[0]) == 1
+
+
+class Prefers(nn.Module):
+    """Slot k of the span scores `prefs[k]` (token -> logit), everything else -30."""
+
+    def __init__(self, prefs: dict[int, dict[int, float]]):
+        super().__init__()
+        self.prefs = prefs
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, positions=None, cache=None, logits_at=None, causal=False):
+        B, T = ids.shape
+        positions = torch.arange(T) if positions is None else positions
+        rows = positions if logits_at is None else positions[logits_at]
+        out = torch.full((B, len(rows), V), -30.0)
+        for i, p in enumerate(rows.tolist()):
+            for tok, logit in self.prefs.get(p - START, {EOS: 5.0}).items():
+                out[:, i, tok] = logit
+        return out
+
+
+BLANK, NEWLINE = 8, 9
+
+
+def test_a_blank_span_neither_ends_nor_stops_until_it_writes_something_else():
+    """On a blank line the model would answer indentation alone; with the blank tokens
+    named, its end and the line break wait until a word is written."""
+    prefs = {0: {BLANK: 5.0}, 1: {EOS: 5.0, NEWLINE: 4.0, 10: 3.0}, 2: {NEWLINE: 5.0}}
+    line = SamplerConfig(threshold=0.5, stop_ids=(NEWLINE,))
+    free = sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], line)
+    assert free.candidates[0].spans == [[BLANK]]
+    blank = dataclasses.replace(line, blank_ids=(BLANK, NEWLINE))
+    for use_cache in (True, False):
+        cfg = dataclasses.replace(blank, use_cache=use_cache)
+        out = sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], cfg)
+        assert out.candidates[0].spans == [[BLANK, 10, NEWLINE]]  # stops once it has a word
+
+
+def test_the_blank_rule_looks_at_each_span_and_row_on_its_own():
+    """A word in the first span does not let the second one end blank, nor a row another."""
+    prefs = {0: {10: 5.0}, 1: {EOS: 5.0}, 3: {BLANK: 5.0}, 4: {EOS: 5.0, 11: 3.0}}
+    cfg = SamplerConfig(threshold=0.5, blank_ids=(BLANK,), candidates=2)
+    out = sample(Prefers(prefs), SPEC, [PREFIX, 3, [], 3, SUFFIX], cfg)
+    for cand in out.candidates:
+        assert cand.spans == [[10], [BLANK, 11]]
 
 
 def test_a_stop_token_is_kept_and_ends_its_span_so_the_run_stops_early():

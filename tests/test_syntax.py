@@ -20,12 +20,20 @@ def test_single_line_mode_mid_line():
     text = "x = foo(a, )\n"
     plan = plan_span(text, text.index(")"), "python")
     assert plan.mode == "line" and plan.line_suffix == ")" and plan.line_prefix == "x = foo(a, "
+    assert not plan.blank_line
 
 
 def test_block_mode_on_an_empty_line_after_a_block_opener():
     text = "class A:\n    def f(self, x):\n        \n"
     plan = plan_span(text, text.index("        \n") + 8, "python")
-    assert plan.mode == "block" and plan.indent == "        "
+    assert plan.mode == "block" and plan.indent == "        " and plan.blank_line
+
+
+def test_a_line_is_blank_only_when_nothing_but_whitespace_is_on_it_either_side():
+    text = "x = 1\n\n    return x\n"
+    assert plan_span(text, len("x = 1\n"), "python").blank_line  # empty line, line mode
+    assert not plan_span(text, len("x = 1\n\n"), "python").blank_line  # code after cursor
+    assert not plan_span(text, len("x = 1"), "python").blank_line  # end of a written line
 
 
 def test_colon_of_a_dict_or_in_a_comment_does_not_open_a_block():

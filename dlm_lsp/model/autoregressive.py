@@ -27,8 +27,10 @@ from dlm_lsp.model.sampler import (
     Piece,
     SamplerConfig,
     SampleResult,
+    blank_enders,
     fill_spans_in_turn,
     first_token_mask,
+    forbid_ids,
     keep_first_tokens,
 )
 
@@ -132,11 +134,17 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
     if cfg.first_tokens:  # token healing: the first token spells what the prefix gave back
         keep_first_tokens(logits, torch.ones(logits.shape[1], dtype=torch.bool, device=device),
                           first_token_mask([cfg.first_tokens] * B, logits.shape[-1], device))
+    no_blank_end = blank_enders(cfg, ends)
+    blank = torch.tensor(cfg.blank_ids, dtype=torch.long, device=device)
+    still_blank = torch.ones(B, dtype=torch.bool, device=device)
     for i in range(max_new):
+        if len(no_blank_end):  # as the sampler: a blank span neither ends nor stops
+            forbid_ids(logits[:, -1], still_blank, no_blank_end)
         tok = _pick(logits[:, -1], temps, spec, gen)  # (B,)
         ended = torch.isin(tok, ends)
         out[:, i] = torch.where(done | ended, spec.pad_token_id, tok)
         done |= ended | torch.isin(tok, stops)
+        still_blank &= torch.isin(tok, blank)
         if bool(done.all()) or i == max_new - 1:
             break
         if should_stop():

@@ -114,6 +114,11 @@ class LoadedModel:
         """Ids of the tokens whose text holds a line break (they end a single-line span)."""
         return tuple(i for i, text in enumerate(self.token_texts) if "\n" in text)
 
+    @cached_property
+    def blank_ids(self) -> tuple[int, ...]:
+        """Ids of the tokens whose text is only whitespace (indentation, line breaks)."""
+        return tuple(i for i, text in enumerate(self.token_texts) if text and not text.strip())
+
     @property
     def special_ids(self) -> set[int]:
         s = self.spec

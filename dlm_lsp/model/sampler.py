@@ -84,6 +84,9 @@ class SamplerConfig:
     stop_at_end: bool = False  # a span is done once an end has no open slot before it
     # Token healing (pipeline/healing.py): when set, the first slot may only take these.
     first_tokens: tuple[int, ...] = ()
+    # Whitespace-only tokens: while a span holds nothing else, it may neither end nor stop
+    # (the editor sets them on a blank line, where an answer of blanks is no answer).
+    blank_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -176,6 +179,7 @@ def decode_rows(
     history: list[int] = []
     stop = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
     ends = _ends(spec, device)
+    no_blank_end = blank_enders(cfg, ends)
     if cfg.max_steps <= 0:  # one step per slot, as the published recipes decode
         cfg = dataclasses.replace(cfg, max_steps=max(1, int((span_of >= 0).sum())))
 
@@ -219,6 +223,9 @@ def decode_rows(
                                      key_mask)
             nfe += 1
             _no_empty_spans(logits, pos, span_of, spec)
+            if len(no_blank_end):
+                blank = _blank_before(x, span_of, slots, spec, cfg.blank_ids)
+                forbid_ids(logits, blank[:, torch.searchsorted(slots, pos)], no_blank_end)
             if first_tokens is not None and any(first_tokens):
                 if first_allowed is None:
                     first_allowed = first_token_mask(first_tokens, logits.shape[-1], device)
@@ -448,6 +455,37 @@ def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tens
     starts = (span_of[pos] >= 0) & ((pos == 0) | (span_of[pos] != prev))
     logits[:, starts, spec.eos_token_id] = -math.inf
     logits[:, starts, spec.pad_token_id] = -math.inf
+
+
+def blank_enders(cfg: SamplerConfig, ends: torch.Tensor) -> torch.Tensor:
+    """The tokens a span may not take while it is blank: its ends, and the stop tokens that
+    are blank themselves (a line break). Empty without ``cfg.blank_ids``."""
+    if not cfg.blank_ids:
+        return ends[:0]
+    blank_stops = sorted(set(cfg.stop_ids) & set(cfg.blank_ids))
+    return torch.cat([ends, torch.tensor(blank_stops, dtype=torch.long, device=ends.device)])
+
+
+def forbid_ids(logits: torch.Tensor, where: torch.Tensor, ids: torch.Tensor) -> None:
+    """Rule out tokens `ids` at the (B, P) rows `where` of the (B, P, V) logits."""
+    logits[..., ids] = logits[..., ids].masked_fill(where[..., None], -math.inf)
+
+
+def _blank_before(x: torch.Tensor, span_of: torch.Tensor, slots: torch.Tensor,
+                  spec: DlmSpec, blank_ids: Sequence[int]) -> torch.Tensor:
+    """(B, S) for each slot: whether its span holds nothing but blank tokens, masks and ends
+    before it."""
+    tokens = x[:, slots]
+    blank = torch.tensor(list(blank_ids) + [spec.mask_token_id, spec.pad_token_id,
+                                             spec.eos_token_id], device=x.device)
+    content = (~torch.isin(tokens, blank)).long().cumsum(1)  # (B, S) inclusive
+    span_ids = span_of[slots]
+    first = torch.ones_like(span_ids, dtype=torch.bool)
+    first[1:] = span_ids[1:] != span_ids[:-1]
+    start = torch.cummax(torch.where(first, torch.arange(len(slots), device=x.device), 0),
+                         0).values  # (S,) index of each slot's span start
+    before = content - (~torch.isin(tokens, blank)).long()  # exclusive
+    return (before - before[:, start]) == 0
 
 
 def first_token_mask(rows: Sequence[Sequence[int]], vocab: int,

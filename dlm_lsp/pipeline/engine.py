@@ -178,14 +178,20 @@ class Engine:
                 span_ends=False)
         return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
 
-    def mode_config(self, mode: str, model: LoadedModel, **overrides: object) -> SamplerConfig:
+    def mode_config(self, mode: str, model: LoadedModel, blank_line: bool = False,
+                    **overrides: object) -> SamplerConfig:
         """Sampler settings for a span of `mode`. A single line is done at its line break
-        (the slots after it would be cut anyway) and has its own step budget; a published
-        recipe decodes as its family does, cut to the line afterwards."""
-        if mode == "line" and published_recipe(model, self.settings) is None:
-            overrides.setdefault("stop_ids", model.newline_ids)
-            overrides.setdefault("max_steps", min(self.settings.max_steps,
-                                                  self.settings.line_steps))
+        (the slots after it would be cut anyway) and has its own step budget. On a blank
+        line the answer may not end before it writes something other than whitespace,
+        which the editor would not show. A published recipe decodes as its family does,
+        cut to the line afterwards."""
+        if published_recipe(model, self.settings) is None:
+            if mode == "line":
+                overrides.setdefault("stop_ids", model.newline_ids)
+                overrides.setdefault("max_steps", min(self.settings.max_steps,
+                                                      self.settings.line_steps))
+            if blank_line:
+                overrides.setdefault("blank_ids", model.blank_ids)
         return self.sampler_config(model, **overrides)
 
     def run(
@@ -251,7 +257,7 @@ class Engine:
         ctx = build_context(text, offset, model.encode, context_budget(self.settings, model, slots),
                             others=others, comment=comment_prefix(language))
         pieces, cfg, healing = healed(model, ctx.prefix_ids, [slots, ctx.suffix_ids],
-                                      self.mode_config(plan.mode, model))
+                                      self.mode_config(plan.mode, model, plan.blank_line))
         result, stats = self.run(pieces, cancel, cfg)
         errors, baseline = insertion_checker(text, offset, offset, language)
         scored = []

@@ -188,6 +188,11 @@ class SpanPlan:
     line_prefix: str  # text on the cursor's line before the cursor
     line_suffix: str  # text on the cursor's line after the cursor
 
+    @property
+    def blank_line(self) -> bool:
+        """The cursor's line holds only whitespace: an answer there has to write code."""
+        return not (self.line_prefix + self.line_suffix).strip()
+
 
 def indent_unit(text: str) -> str:
     """The file's indentation step: a tab, or the smallest space indent seen (default 4)."""
