@@ -478,13 +478,13 @@ def _blank_before(x: torch.Tensor, span_of: torch.Tensor, slots: torch.Tensor,
     tokens = x[:, slots]
     blank = torch.tensor(list(blank_ids) + [spec.mask_token_id, spec.pad_token_id,
                                              spec.eos_token_id], device=x.device)
-    content = (~torch.isin(tokens, blank)).long().cumsum(1)  # (B, S) inclusive
+    is_content = (~torch.isin(tokens, blank)).long()
+    before = is_content.cumsum(1) - is_content  # (B, S) content slots before each slot
     span_ids = span_of[slots]
     first = torch.ones_like(span_ids, dtype=torch.bool)
     first[1:] = span_ids[1:] != span_ids[:-1]
     start = torch.cummax(torch.where(first, torch.arange(len(slots), device=x.device), 0),
                          0).values  # (S,) index of each slot's span start
-    before = content - (~torch.isin(tokens, blank)).long()  # exclusive
     return (before - before[:, start]) == 0
 
 
