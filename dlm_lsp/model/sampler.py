@@ -180,6 +180,8 @@ def decode_rows(
     stop = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
     ends = _ends(spec, device)
     no_blank_end = blank_enders(cfg, ends)
+    not_content = torch.tensor([*cfg.blank_ids, spec.mask_token_id, spec.pad_token_id,
+                                spec.eos_token_id], dtype=torch.long, device=device)
     if cfg.max_steps <= 0:  # one step per slot, as the published recipes decode
         cfg = dataclasses.replace(cfg, max_steps=max(1, int((span_of >= 0).sum())))
 
@@ -224,7 +226,7 @@ def decode_rows(
             nfe += 1
             _no_empty_spans(logits, pos, span_of, spec)
             if len(no_blank_end):
-                blank = _blank_before(x, span_of, slots, spec, cfg.blank_ids)
+                blank = _blank_before(x, span_of, slots, not_content)
                 forbid_ids(logits, blank[:, torch.searchsorted(slots, pos)], no_blank_end)
             if first_tokens is not None and any(first_tokens):
                 if first_allowed is None:
@@ -472,13 +474,10 @@ def forbid_ids(logits: torch.Tensor, where: torch.Tensor, ids: torch.Tensor) -> 
 
 
 def _blank_before(x: torch.Tensor, span_of: torch.Tensor, slots: torch.Tensor,
-                  spec: DlmSpec, blank_ids: Sequence[int]) -> torch.Tensor:
-    """(B, S) for each slot: whether its span holds nothing but blank tokens, masks and ends
-    before it."""
-    tokens = x[:, slots]
-    blank = torch.tensor(list(blank_ids) + [spec.mask_token_id, spec.pad_token_id,
-                                             spec.eos_token_id], device=x.device)
-    is_content = (~torch.isin(tokens, blank)).long()
+                  not_content: torch.Tensor) -> torch.Tensor:
+    """(B, S) for each slot: whether its span holds nothing but `not_content` tokens (the
+    blank ones, masks and ends) before it."""
+    is_content = (~torch.isin(x[:, slots], not_content)).long()
     before = is_content.cumsum(1) - is_content  # (B, S) content slots before each slot
     span_ids = span_of[slots]
     first = torch.ones_like(span_ids, dtype=torch.bool)
