@@ -17,8 +17,8 @@ from dlm_lsp.model.random_checkpoint import stdlib_texts
 from dlm_lsp.model.sampler import Cancelled, SamplerConfig
 from dlm_lsp.pipeline.engine import Engine, context_budget
 from training.export import export
+from training.shapes import init_weights, model_config
 from training.tokenizer import train_tokenizer
-from training.train import init_weights, model_config
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
 

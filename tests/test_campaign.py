@@ -11,6 +11,7 @@ import torch
 from test_train_loop import data_dirs  # noqa: F401  (the tiny prepared corpus fixture)
 
 from training import campaign
+from training import campaign_state as cs
 from training.campaign_eval import plot_log, trained_tokens
 
 
@@ -19,12 +20,12 @@ def plan(tmp_path, monkeypatch, data_dirs):  # noqa: F811
     corpus, data = data_dirs
     here = tmp_path / "training" / "campaign"
     here.mkdir(parents=True)
-    monkeypatch.setattr(campaign, "ROOT", tmp_path)
-    monkeypatch.setattr(campaign, "HERE", here)
-    monkeypatch.setattr(campaign, "PLAN", here / "plan.json")
-    monkeypatch.setattr(campaign, "PROGRESS", here / "progress.json")
-    monkeypatch.setattr(campaign, "RESUME", here / "resume")
-    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs" / "campaign")
+    monkeypatch.setattr(cs, "ROOT", tmp_path)
+    monkeypatch.setattr(cs, "HERE", here)
+    monkeypatch.setattr(cs, "PLAN", here / "plan.json")
+    monkeypatch.setattr(cs, "PROGRESS", here / "progress.json")
+    monkeypatch.setattr(cs, "RESUME", here / "resume")
+    monkeypatch.setattr(cs, "RUNS", tmp_path / "runs" / "campaign")
     plan = {"size": "tiny", "seq_len": 64, "batch": 2, "accum": 1, "procs": 1, "threads": 1,
             "data": str(data), "corpus": str(corpus), "stages": [
                 {"name": "ar", "objective": "ar", "tokens": 3 * 2 * 64, "lr": 0.003,
@@ -45,31 +46,31 @@ def _fast(stage_args):
 
 def test_the_campaign_runs_its_stages_in_order_and_records_their_progress(plan):
     campaign.run(None)
-    progress = json.loads(campaign.PROGRESS.read_text())
+    progress = json.loads(cs.PROGRESS.read_text())
     assert progress["ar"]["step"] == 3 and progress["dlm"]["step"] == 2
-    assert (campaign.RESUME / "dlm" / "model.safetensors").is_file()
-    dlm_spec = json.loads((campaign.RUNS / "dlm" / "checkpoint" / "dlm.json").read_text())
+    assert (cs.RESUME / "dlm" / "model.safetensors").is_file()
+    dlm_spec = json.loads((cs.RUNS / "dlm" / "checkpoint" / "dlm.json").read_text())
     assert dlm_spec["training"]["init_from"]["path"].endswith("ar/state.pt")
     assert dlm_spec["logits_shift"] is True
-    ar_spec = json.loads((campaign.RUNS / "ar" / "checkpoint" / "dlm.json").read_text())
+    ar_spec = json.loads((cs.RUNS / "ar" / "checkpoint" / "dlm.json").read_text())
     assert ar_spec["training"]["fim_order"] == "spm"  # decoding reads the order trained on
 
 
 def test_without_runs_a_stage_resumes_from_its_committed_weights_at_its_step(plan):
     campaign.run(None)
-    state = torch.load(campaign.RUNS / "ar" / "state.pt", weights_only=False)
-    (campaign.RUNS / "ar" / "state.pt").unlink()  # a new machine: runs/ is gone
+    state = torch.load(cs.RUNS / "ar" / "state.pt", weights_only=False)
+    (cs.RUNS / "ar" / "state.pt").unlink()  # a new machine: runs/ is gone
     args = campaign.stage_args(plan, plan["stages"][0], json.loads(
-        campaign.PROGRESS.read_text()))
+        cs.PROGRESS.read_text()))
     at = args.index("--init-from")
     assert args[at + 1].endswith("training/campaign/resume/ar")
     assert args[args.index("--start-step") + 1] == str(state["step"])
     assert args[args.index("--start-tokens") + 1] == str(state["tokens"])
     longer = {**plan["stages"][0], "tokens": 5 * 2 * 64}  # a later campaign goes on
     plan["stages"][0] = longer
-    campaign.PLAN.write_text(json.dumps(plan))
+    cs.PLAN.write_text(json.dumps(plan))
     campaign.run(None)
-    resumed = torch.load(campaign.RUNS / "ar" / "state.pt", weights_only=False)
+    resumed = torch.load(cs.RUNS / "ar" / "state.pt", weights_only=False)
     assert resumed["step"] == 5 and resumed["tokens"] > state["tokens"]
 
 
@@ -94,7 +95,8 @@ def test_a_checkpoint_counts_the_tokens_of_the_weights_it_started_from(tmp_path:
 
 def test_a_branch_from_a_run_state_counts_the_tokens_that_run_started_from(tmp_path: Path):
     from dlm_lsp.model.denoiser import Denoiser
-    from training.train import load_weights, model_config
+    from training.shapes import model_config
+    from training.train import load_weights
 
     model = Denoiser(model_config("tiny", 300))
     torch.save({"model": model.state_dict(), "step": 3, "tokens": 5,
@@ -106,13 +108,13 @@ def test_a_branch_from_a_run_state_counts_the_tokens_that_run_started_from(tmp_p
 
 def test_a_new_round_continues_ar_and_branches_again_from_its_new_end(plan):
     campaign.run(None)
-    first = torch.load(campaign.RUNS / "dlm" / "state.pt", weights_only=False)
+    first = torch.load(cs.RUNS / "dlm" / "state.pt", weights_only=False)
     campaign.new_round(argparse.Namespace(ar_tokens=5 * 2 * 64))
-    assert not (campaign.RUNS / "dlm").exists() and (campaign.RUNS / "archive").is_dir()
-    assert "dlm" not in json.loads(campaign.PROGRESS.read_text())
+    assert not (cs.RUNS / "dlm").exists() and (cs.RUNS / "archive").is_dir()
+    assert "dlm" not in json.loads(cs.PROGRESS.read_text())
     campaign.run(None)
-    ar = torch.load(campaign.RUNS / "ar" / "state.pt", weights_only=False)
-    dlm = torch.load(campaign.RUNS / "dlm" / "state.pt", weights_only=False)
+    ar = torch.load(cs.RUNS / "ar" / "state.pt", weights_only=False)
+    dlm = torch.load(cs.RUNS / "dlm" / "state.pt", weights_only=False)
     assert ar["step"] == 5 and dlm["step"] == first["step"]
     assert dlm["init_facts"]["tokens"] == ar["tokens"] > first["init_facts"]["tokens"]
     with pytest.raises(SystemExit):
@@ -128,7 +130,7 @@ def test_an_ar_stage_mid_way_can_stand_in_for_the_twin_and_ships_only_if_better(
     for name, value in (("LOG", here / "log.jsonl"), ("HERE", here),
                         ("PLAN", here / "plan.json"), ("PROGRESS", here / "progress.json"),
                         ("AR_TWIN", tmp_path / "twin")):
-        monkeypatch.setattr(campaign_eval, name, value)
+        monkeypatch.setattr(cs, name, value)
     monkeypatch.setattr(campaign_eval, "candidate", lambda stage: tmp_path / stage)
     monkeypatch.setattr(campaign_eval, "trained_tokens", lambda path: 1)
     scores = {"ar": 10.0, "twin": 2.0}

@@ -12,7 +12,8 @@ from dlm_lsp.model.denoiser import Denoiser
 from dlm_lsp.model.random_checkpoint import stdlib_texts
 from training.corpus import normalise
 from training.data import prepare
-from training.train import init_weights, lr_at, main, model_config
+from training.shapes import init_weights, model_config
+from training.train import lr_at, main
 
 
 def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_the_floor():

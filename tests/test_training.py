@@ -28,8 +28,9 @@ from training.objective import (
     slot_targets,
 )
 from training.report import render
+from training.shapes import init_weights, model_config
 from training.tokenizer import train_tokenizer
-from training.train import init_weights, loss_on, model_config
+from training.train import loss_on
 
 SP = Specials(mask=2, pad=0, eos=1, expand=3, fim_prefix=4, fim_suffix=5, fim_middle=6)
 CODE = ("def add(a, b):\n    return a + b\n\n\n"

@@ -25,57 +25,19 @@ a model into place only when it beats the one it would replace.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CODE = ROOT  # where `python -m training.train` runs (relative plan paths start here too)
-HERE = ROOT / "training" / "campaign"
-PLAN, PROGRESS, LOG = HERE / "plan.json", HERE / "progress.json", HERE / "log.jsonl"
-RESUME = HERE / "resume"
-RUNS = ROOT / "runs" / "campaign"
-EMBEDDED = ROOT / "dlm_lsp" / "models" / "embedded"
-AR_TWIN = ROOT / "bench" / "models" / "ar-twin"
-
-
-def load_json(path: Path, default: object) -> object:
-    return json.loads(path.read_text()) if path.is_file() else default
-
-
-def save_json(path: Path, value: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    tmp.replace(path)
-
-
-def stage_steps(plan: dict, stage: dict) -> int:
-    """Optimizer steps for a stage's token budget at the plan's shape."""
-    per_step = plan["batch"] * plan["accum"] * plan["procs"] * plan["seq_len"]
-    return math.ceil(stage["tokens"] / per_step)
-
-
-def run_state(stage: str) -> dict | None:
-    """Step and tokens of a stage's full state in runs/, if this machine has it."""
-    path = RUNS / stage / "state.pt"
-    if not path.is_file():
-        return None
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return {"step": state["step"], "tokens": state["tokens"]}
+from training import campaign_state as cs
 
 
 def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
     """The ``training.train`` command line that starts or resumes `stage`."""
     name = stage["name"]
-    steps = stage_steps(plan, stage)
-    args = ["--objective", stage["objective"], "--out", str(RUNS / name),
+    steps = cs.stage_steps(plan, stage)
+    args = ["--objective", stage["objective"], "--out", str(cs.RUNS / name),
             "--size", plan["size"], "--seq-len", str(plan["seq_len"]),
             "--batch", str(plan["batch"]), "--accum", str(plan["accum"]),
             "--procs", str(plan["procs"]), "--threads", str(plan["threads"]),
@@ -87,40 +49,34 @@ def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
         args.append("--logits-shift")
     if stage.get("fim_order"):
         args += ["--fim-order", stage["fim_order"]]
-    if (RUNS / name / "state.pt").is_file():
+    if (cs.RUNS / name / "state.pt").is_file():
         return args  # train.py resumes from its own state
     done = progress.get(name, {})
     if done.get("weights"):  # this machine lost runs/: resume from the committed weights
-        return args + ["--init-from", str(ROOT / done["weights"]),
+        return args + ["--init-from", str(cs.ROOT / done["weights"]),
                        "--start-step", str(done["step"]), "--start-tokens", str(done["tokens"])]
     parent = stage.get("from")
     if parent:
-        source = RUNS / parent / "state.pt"
+        source = cs.RUNS / parent / "state.pt"
         if not source.is_file():
-            source = ROOT / progress[parent]["weights"]
+            source = cs.ROOT / progress[parent]["weights"]
         return args + ["--init-from", str(source)]
-    return args + ["--init-from", str(ROOT / stage["init"])] if stage.get("init") else args
-
-
-def is_complete(plan: dict, stage: dict, progress: dict) -> bool:
-    state = run_state(stage["name"])
-    step = state["step"] if state else progress.get(stage["name"], {}).get("step", 0)
-    return step >= stage_steps(plan, stage)
+    return args + ["--init-from", str(cs.ROOT / stage["init"])] if stage.get("init") else args
 
 
 def run(_: argparse.Namespace) -> None:
     """Run the stages in order, each to its end; a stopped stage ends the campaign run."""
-    plan = load_json(PLAN, {})
+    plan = cs.load_json(cs.PLAN, {})
     for stage in plan["stages"]:
-        progress = load_json(PROGRESS, {})
-        if is_complete(plan, stage, progress):
+        progress = cs.load_json(cs.PROGRESS, {})
+        if cs.is_complete(plan, stage, progress):
             continue
         cmd = [sys.executable, "-m", "training.train", *stage_args(plan, stage, progress)]
         print("+", " ".join(cmd), flush=True)
-        code = subprocess.run(cmd, cwd=CODE).returncode
+        code = subprocess.run(cmd, cwd=cs.CODE).returncode
         if code != 0:
             raise SystemExit(f"stage {stage['name']} failed with exit code {code}")
-        if not is_complete(plan, stage, load_json(PROGRESS, {})):
+        if not cs.is_complete(plan, stage, cs.load_json(cs.PROGRESS, {})):
             print(f"stage {stage['name']} stopped before its end; run again to resume")
             return
         record(stage["name"])
@@ -129,7 +85,7 @@ def run(_: argparse.Namespace) -> None:
 
 def running_stage() -> str | None:
     out = subprocess.run(["pgrep", "-af", "training.train"], capture_output=True, text=True)
-    prefix = f"{RUNS}/"  # stage_args always names the run directory in full
+    prefix = f"{cs.RUNS}/"  # stage_args always names the run directory in full
     for line in out.stdout.splitlines():
         if prefix in line:
             return line.split(prefix, 1)[1].split()[0].strip("/")
@@ -142,15 +98,15 @@ def stop(args: argparse.Namespace) -> None:
     if stage is None:
         print("no campaign stage is running")
     else:
-        (RUNS / stage / "STOP").touch()
+        (cs.RUNS / stage / "STOP").touch()
         deadline = time.monotonic() + args.timeout
         while running_stage() and time.monotonic() < deadline:
             time.sleep(2)
         if running_stage():
             raise SystemExit(f"stage {stage} did not stop within {args.timeout} s")
-    plan = load_json(PLAN, {})
+    plan = cs.load_json(cs.PLAN, {})
     for st in plan["stages"]:
-        if run_state(st["name"]):
+        if cs.run_state(st["name"]):
             record(st["name"])
 
 
@@ -159,14 +115,14 @@ def record(stage: str) -> None:
     progress.json, so that it can resume on a machine without runs/."""
     from training.export import export_run
 
-    state = run_state(stage)
+    state = cs.run_state(stage)
     if state is None:
         return
-    target = RESUME / stage
-    export_run(RUNS / stage, target)
-    progress = load_json(PROGRESS, {})
-    progress[stage] = {**state, "weights": str(target.relative_to(ROOT))}
-    save_json(PROGRESS, progress)
+    target = cs.RESUME / stage
+    export_run(cs.RUNS / stage, target)
+    progress = cs.load_json(cs.PROGRESS, {})
+    progress[stage] = {**state, "weights": str(target.relative_to(cs.ROOT))}
+    cs.save_json(cs.PROGRESS, progress)
     print(f"{stage}: step {state['step']}, {state['tokens'] / 1e6:.1f}M tokens -> {target}")
 
 
@@ -176,37 +132,37 @@ def new_round(args: argparse.Namespace) -> None:
     ``runs/campaign/archive/``; the shipped models stay until a new branch beats them."""
     if running_stage():
         raise SystemExit("a stage is running: stop it first")
-    plan = load_json(PLAN, {})
+    plan = cs.load_json(cs.PLAN, {})
     root = next(s for s in plan["stages"] if not s.get("from"))
     if args.ar_tokens <= root["tokens"]:
         raise SystemExit(f"--ar-tokens must exceed the current {root['tokens']}")
     root["tokens"] = args.ar_tokens
-    progress = load_json(PROGRESS, {})
+    progress = cs.load_json(cs.PROGRESS, {})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for stage in plan["stages"]:
         name = stage["name"]
         if not stage.get("from"):
             continue
-        if (RUNS / name).exists():
-            (RUNS / "archive").mkdir(parents=True, exist_ok=True)
-            (RUNS / name).rename(RUNS / "archive" / f"{name}-{stamp}")
+        if (cs.RUNS / name).exists():
+            (cs.RUNS / "archive").mkdir(parents=True, exist_ok=True)
+            (cs.RUNS / name).rename(cs.RUNS / "archive" / f"{name}-{stamp}")
         progress.pop(name, None)
-        if (RESUME / name).exists():
-            shutil.rmtree(RESUME / name)
-    save_json(PLAN, plan)
-    save_json(PROGRESS, progress)
+        if (cs.RESUME / name).exists():
+            shutil.rmtree(cs.RESUME / name)
+    cs.save_json(cs.PLAN, plan)
+    cs.save_json(cs.PROGRESS, progress)
     print(f"{root['name']} goes on to {args.ar_tokens / 1e6:.0f}M tokens; "
           f"{', '.join(s['name'] for s in plan['stages'] if s.get('from'))} start again")
 
 
 def status(_: argparse.Namespace) -> None:
-    plan = load_json(PLAN, {})
-    progress = load_json(PROGRESS, {})
+    plan = cs.load_json(cs.PLAN, {})
+    progress = cs.load_json(cs.PROGRESS, {})
     for stage in plan["stages"]:
-        state = run_state(stage["name"]) or progress.get(stage["name"])
+        state = cs.run_state(stage["name"]) or progress.get(stage["name"])
         step = state["step"] if state else 0
         tokens = state["tokens"] if state else 0
-        print(f"{stage['name']:6} {step:7d}/{stage_steps(plan, stage)} steps "
+        print(f"{stage['name']:6} {step:7d}/{cs.stage_steps(plan, stage)} steps "
               f"{tokens / 1e6:7.1f}M tokens")
     print("running:", running_stage() or "nothing")
 

@@ -16,18 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from training.campaign import (
-    AR_TWIN,
-    EMBEDDED,
-    HERE,
-    LOG,
-    PLAN,
-    PROGRESS,
-    ROOT,
-    RUNS,
-    is_complete,
-    load_json,
-)
+from training import campaign_state as cs
 
 HELDOUT_LIMIT, HUMANEVAL_LIMIT = 150, 200
 METRICS = ("obvious", "heldout", "humaneval")
@@ -67,10 +56,10 @@ def candidate(stage: str) -> Path | None:
     """The newest export of a stage: from its full state, else its committed weights."""
     from training.export import export_run
 
-    if (RUNS / stage / "state.pt").is_file():
-        return export_run(RUNS / stage, RUNS / stage / "checkpoint")
-    weights = load_json(PROGRESS, {}).get(stage, {}).get("weights")
-    return ROOT / weights if weights else None
+    if (cs.RUNS / stage / "state.pt").is_file():
+        return export_run(cs.RUNS / stage, cs.RUNS / stage / "checkpoint")
+    weights = cs.load_json(cs.PROGRESS, {}).get(stage, {}).get("weights")
+    return cs.ROOT / weights if weights else None
 
 
 def ship(source: Path, target: Path) -> None:
@@ -81,15 +70,16 @@ def ship(source: Path, target: Path) -> None:
 
 def finish(args: argparse.Namespace) -> None:
     """Evaluate the campaign's models against the shipped ones; ship winners; log and plot."""
-    plan = load_json(PLAN, {})
+    plan = cs.load_json(cs.PLAN, {})
     entry: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "shipped": []}
-    pairs = [("dlm", EMBEDDED, "denoiser"), ("twin", AR_TWIN, "ar twin")]
+    pairs = [("dlm", cs.EMBEDDED, "denoiser"), ("twin", cs.AR_TWIN, "ar twin")]
     stages = {s["name"]: s for s in plan.get("stages", [])}
     if args.twin_from:  # an AR stage at constant LR stands in for the twin (it has no decay)
-        pairs = [("twin", AR_TWIN, f"ar twin (the {args.twin_from} stage)")]
+        pairs = [("twin", cs.AR_TWIN, f"ar twin (the {args.twin_from} stage)")]
     for stage, shipped, label in pairs:
         source = args.twin_from or stage
-        complete = stage in stages and is_complete(plan, stages[stage], load_json(PROGRESS, {}))
+        progress = cs.load_json(cs.PROGRESS, {})
+        complete = stage in stages and cs.is_complete(plan, stages[stage], progress)
         if not args.twin_from and not complete:
             # a branch mid-way has not decayed yet: its figures would not compare
             print(f"{label}: stage {stage} not complete, not evaluated")
@@ -106,30 +96,30 @@ def finish(args: argparse.Namespace) -> None:
         if ours["score"] > theirs["score"]:
             ship(new, shipped)
             entry["shipped"].append(stage)
-    entry["progress"] = load_json(PROGRESS, {})
+    entry["progress"] = cs.load_json(cs.PROGRESS, {})
     entry["plan_tokens"] = {s["name"]: s["tokens"] for s in plan.get("stages", [])}
-    with open(LOG, "a") as f:
+    with open(cs.LOG, "a") as f:
         f.write(json.dumps(entry) + "\n")
-    plot_log(LOG, HERE / "progress.png")
+    plot_log(cs.LOG, cs.HERE / "progress.png")
     if args.commit:
         commit(entry)
 
 
 def commit(entry: dict) -> None:
     """Commit the campaign record, and the models that won."""
-    paths = [str(p.relative_to(ROOT)) for p in (LOG, HERE / "progress.png", PROGRESS)
+    paths = [str(p.relative_to(cs.ROOT)) for p in (cs.LOG, cs.HERE / "progress.png", cs.PROGRESS)
              if p.exists()]
-    paths += [str((ROOT / "training/campaign/resume").relative_to(ROOT))]
+    paths += [str((cs.ROOT / "training/campaign/resume").relative_to(cs.ROOT))]
     if "dlm" in entry["shipped"]:
-        paths.append(str(EMBEDDED.relative_to(ROOT)))
+        paths.append(str(cs.EMBEDDED.relative_to(cs.ROOT)))
     if "twin" in entry["shipped"]:
-        paths.append(str(AR_TWIN.relative_to(ROOT)))
-    subprocess.run(["git", "add", "--", *paths], cwd=ROOT, check=True)
+        paths.append(str(cs.AR_TWIN.relative_to(cs.ROOT)))
+    subprocess.run(["git", "add", "--", *paths], cwd=cs.ROOT, check=True)
     shipped = ", ".join(entry["shipped"]) or "nothing shipped"
     scores = "; ".join(f"{k} {v['campaign']['score']} vs {v['shipped']['score']}"
                        for k, v in entry["models"].items())
     subprocess.run(["git", "commit", "-m", f"Campaign checkpoint: {shipped} ({scores})"],
-                   cwd=ROOT, check=True)
+                   cwd=cs.ROOT, check=True)
 
 
 def plot_log(log: Path, out: Path) -> None:

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 
 from dlm_lsp.model.checkpoint import EMBEDDED_DIR, DlmSpec, save_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
+from training.shapes import model_config
 
 
 def total_tokens(training: dict[str, Any]) -> int:
@@ -78,8 +79,6 @@ def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, 
 
 def export_run(run: Path, target: Path) -> Path:
     """Rebuild the model of a run from its state file and export it to `target`."""
-    from training.train import model_config
-
     state = torch.load(run / "state.pt", map_location="cpu", weights_only=False)
     # the facts of its starting weights as the run recorded them (tokens included)
     args = {**state["args"], "init_from": state.get("init_facts") or state["args"].get("init_from")}

@@ -105,7 +105,8 @@ def train(args: argparse.Namespace) -> None:
     from tokenizers import Tokenizer
 
     from dlm_lsp.model.denoiser import Denoiser
-    from training.train import Ranks, loss_on, lr_at, model_config
+    from training.shapes import model_config
+    from training.train import Ranks, loss_on, lr_at
 
     ranks = Ranks()
     device = torch.device(f"cuda:{ranks.local}" if torch.cuda.is_available() else "cpu")

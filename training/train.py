@@ -34,38 +34,10 @@ from tqdm import tqdm
 
 from dlm_lsp.model.autoregressive import FIM_ORDERS
 from dlm_lsp.model.checkpoint import weight_files
-from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig, count_parameters
+from dlm_lsp.model.denoiser import Denoiser, count_parameters
 from training.data import Batcher, load_prepared
 from training.export import export, state_facts, total_tokens
-
-SIZES = {  # name: (hidden, layers, heads, kv heads)
-    "tiny": (64, 2, 4, 2),
-    "small": (256, 6, 4, 2),
-    "base": (384, 6, 6, 2),
-}
-
-
-def model_config(size: str, vocab_size: int) -> DenoiserConfig:
-    d, n_layers, heads, kv = SIZES[size]
-    return DenoiserConfig(
-        vocab_size=vocab_size, hidden_size=d, intermediate_size=d * 8 // 3,
-        num_hidden_layers=n_layers, num_attention_heads=heads, num_key_value_heads=kv,
-        tie_word_embeddings=True, rope_theta=10000.0, max_position_embeddings=2048,
-    )
-
-
-def init_weights(model: Denoiser, seed: int) -> None:
-    """GPT-2 style: N(0, 0.02), output projections scaled by 1/sqrt(2 * layers)."""
-    torch.manual_seed(seed)
-    n_layers = model.cfg.num_hidden_layers
-    for name, p in model.named_parameters():
-        with torch.no_grad():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith(("o_proj.weight", "down_proj.weight")):
-                p.normal_(0.0, 0.02 / math.sqrt(2 * n_layers))
-            else:
-                p.normal_(0.0, 0.02)
+from training.shapes import SIZES, init_weights, model_config
 
 
 def load_weights(model: Denoiser, source: Path) -> dict:

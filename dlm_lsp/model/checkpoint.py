@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig
+from dlm_lsp.model.errors import ModelError, NotDownloaded
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "models" / "embedded"
 
@@ -31,19 +32,6 @@ HOW_TO_POINT = (
     "or --model on the command line) to a checkpoint directory holding config.json, "
     "model.safetensors, tokenizer.json and dlm.json."
 )
-
-
-class ModelError(Exception):
-    """A model that cannot be found or loaded; the message is meant for the user."""
-
-
-class NotDownloaded(ModelError):
-    """``model`` names a hub id that the local hub cache does not hold."""
-
-    def __init__(self, repo_id: str):
-        super().__init__(f"{repo_id!r} is not downloaded yet: run `dlm-lsp pull {repo_id}` "
-                         "(editors offer to download it)")
-        self.repo_id = repo_id
 
 
 @dataclass

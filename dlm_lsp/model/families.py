@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from tokenizers import AddedToken, Tokenizer
 
+from dlm_lsp.model.errors import ModelError
+
 Config = dict[str, Any]
 
 
@@ -190,8 +192,6 @@ def load_tokenizer(path: Path, tok_cfg: Config) -> Tokenizer:
     if (path / "tokenizer.json").is_file():
         return Tokenizer.from_file(str(path / "tokenizer.json"))
     if not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
-        from dlm_lsp.model.checkpoint import ModelError
-
         raise ModelError(f"{path} has no tokenizer.json (nor vocab.json + merges.txt)")
     tok = byte_level_bpe(path / "vocab.json", path / "merges.txt")
     added = tok_cfg.get("added_tokens_decoder") or {}
@@ -204,8 +204,6 @@ def load_tokenizer(path: Path, tok_cfg: Config) -> Tokenizer:
             token = AddedToken(entry["content"], special=bool(entry.get("special", True)))
             got = tok.add_special_tokens([token]) if token.special else tok.add_tokens([token])
             if got and tok.token_to_id(entry["content"]) != int(i):
-                from dlm_lsp.model.checkpoint import ModelError
-
                 raise ModelError(f"added token {entry['content']!r} should be id {i}")
     return tok
 
@@ -225,8 +223,6 @@ def spec_fields(fam: Family, cfg: Config, tok: Tokenizer, tok_cfg: Config | None
     """The ``dlm.json`` fields of a checkpoint of family `fam`, each id read from the
     checkpoint itself where it names one (config.json, generation_config.json, the
     tokenizer), the adapter table otherwise; ``sources`` says which for every field."""
-    from dlm_lsp.model.checkpoint import ModelError
-
     tok_cfg, gen_cfg = tok_cfg or {}, gen_cfg or {}
     sources: dict[str, str] = {}
 

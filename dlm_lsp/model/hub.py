@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlm_lsp.model.checkpoint import ModelError
+from dlm_lsp.model.errors import ModelError
 
 # What checkpoint loading reads (model/checkpoint.py, model/families.py), nothing else.
 ALLOWED = ["config.json", "generation_config.json", "dlm.json", "tokenizer.json",

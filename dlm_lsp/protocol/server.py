@@ -23,7 +23,7 @@ from pygls.protocol import LanguageServerProtocol
 from dlm_lsp import __version__
 from dlm_lsp.config import Settings, apply_settings, settings_values
 from dlm_lsp.model import hub
-from dlm_lsp.model.checkpoint import NotDownloaded
+from dlm_lsp.model.errors import NotDownloaded
 from dlm_lsp.pipeline import edits
 from dlm_lsp.pipeline.context import OtherDocument
 from dlm_lsp.pipeline.engine import CompletionOutcome, ModelError, load_key
