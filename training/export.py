@@ -5,18 +5,21 @@
 
 The directory follows docs/design.md: config.json, fp16 model.safetensors, tokenizer.json and a
 dlm.json whose ``training`` block records the objective, mechanism, corpus digest, steps and
-tokens.
+tokens, and the weights it started from by name and digest: a shipped checkpoint carries no
+path of the machine it was built on.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from dlm_lsp.model.checkpoint import EMBEDDED_DIR, DlmSpec, save_checkpoint
@@ -30,26 +33,64 @@ def total_tokens(training: dict[str, Any]) -> int:
     return int(training.get("tokens") or 0) + int(init.get("tokens") or 0)
 
 
+def weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """sha256 of the weights as an export stores them (fp16, by name; a head tied to the
+    embeddings once): the same for a run's state and for the checkpoint exported from it."""
+    h = hashlib.sha256()
+    embed = weights.get("model.embed_tokens.weight")
+    for name in sorted(weights):
+        tensor = weights[name]
+        if name == "lm_head.weight" and embed is not None and torch.equal(tensor, embed):
+            continue
+        h.update(name.encode())
+        h.update(tensor.detach().to(torch.float16).contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def source_name(path: Path | str) -> str:
+    """A run or checkpoint by name, without the machine's directories: ``campaign/ar`` for
+    ``.../runs/campaign/ar/state.pt``, ``ar-twin`` for ``.../bench/models/ar-twin``."""
+    path = Path(path)
+    if path.is_file() or path.suffix == ".pt":
+        return "/".join(path.parent.parts[-2:])
+    return path.name
+
+
 def state_facts(path: Path | str, state: dict[str, Any]) -> dict[str, Any]:
-    """What a run's ``state.pt`` says of its training: path, objective, steps and tokens
-    (its starting weights' tokens included)."""
-    return {"path": str(path), "objective": state.get("args", {}).get("objective"),
+    """What a run's ``state.pt`` says of its training: name, weights digest, objective,
+    steps and tokens (its starting weights' tokens included)."""
+    return {"name": source_name(path), "digest": weights_digest(state["model"]),
+            "objective": state.get("args", {}).get("objective"),
             "steps": state.get("step"),
             "tokens": total_tokens({"tokens": state.get("tokens"),
                                     "init_from": state.get("init_facts")})}
 
 
+def checkpoint_facts(path: Path, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What an exported checkpoint directory says of its training (as :func:`state_facts`)."""
+    training = json.loads((path / "dlm.json").read_text()).get("training", {})
+    return {"name": source_name(path), "digest": weights_digest(weights),
+            "objective": training.get("objective"), "steps": training.get("steps"),
+            "tokens": total_tokens(training)}
+
+
 def _init_facts(init_from: Any) -> dict[str, Any] | None:
-    """What the run started from: the initial state's path, steps and tokens (they count
-    towards the model's total training budget)."""
+    """What the run started from: the initial weights' name, digest, steps and tokens (they
+    count towards the model's total training budget). Never a path of this machine."""
     if isinstance(init_from, dict):
-        return init_from
+        return {k: v for k, v in init_from.items() if k != "path"}
     if not init_from or str(init_from) == "None":
         return None
     if Path(init_from).is_file():
         return state_facts(init_from, torch.load(init_from, map_location="cpu",
                                                  weights_only=False))
-    return {"path": str(init_from)}
+    if Path(init_from).is_dir():
+        from dlm_lsp.model.checkpoint import weight_files
+
+        source = Path(init_from)
+        weights = {k: v for f in weight_files(source) for k, v in load_file(str(f)).items()}
+        return checkpoint_facts(source, weights)
+    return {"name": source_name(init_from)}
 
 
 def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, Any],

@@ -36,7 +36,7 @@ from dlm_lsp.model.autoregressive import FIM_ORDERS
 from dlm_lsp.model.checkpoint import weight_files
 from dlm_lsp.model.denoiser import Denoiser, count_parameters
 from training.data import Batcher, load_prepared
-from training.export import export, state_facts, total_tokens
+from training.export import checkpoint_facts, export, state_facts
 from training.shapes import SIZES, init_weights, model_config
 
 
@@ -47,10 +47,7 @@ def load_weights(model: Denoiser, source: Path) -> dict:
         state = {k: v.float() for f in weight_files(source) for k, v in load_file(str(f)).items()}
         state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
         model.load_state_dict(state)
-        spec = json.loads((source / "dlm.json").read_text())
-        training = spec.get("training", {})
-        return {"path": str(source), "objective": training.get("objective"),
-                "steps": training.get("steps"), "tokens": total_tokens(training)}
+        return checkpoint_facts(source, state)
     state = torch.load(source, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     return state_facts(source, state)
@@ -360,6 +357,8 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
     random.seed(rank)
     np.random.seed(rank)
     train(args)
+    # rank 0 exports after the others are done: tearing the group down under it aborts gloo
+    dist.barrier()
     dist.destroy_process_group()
 
 
