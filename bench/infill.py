@@ -37,6 +37,7 @@ class Infill:
     forward_passes: int
     generated_tokens: int
     ms: float
+    raw: str = ""  # the model's text before the mode's cuts (for error analysis)
 
 
 def slot_budgets(settings: Settings) -> dict[str, int]:
@@ -81,4 +82,4 @@ class Infiller:
         raw = unheal(model.decode(result.candidates[0].spans[0]), healing)
         out = finish(raw, mode, text, offset, ctx.suffix)
         return Infill(out, stats.forward_passes, stats.tokens,
-                      (time.perf_counter() - t0) * 1e3)
+                      (time.perf_counter() - t0) * 1e3, raw)

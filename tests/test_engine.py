@@ -26,13 +26,15 @@ def test_block_completion_is_indented_under_the_opener(parrot_engine):
     assert out.candidates[0].text == "1" * 12  # one line, after the cursor's own indentation
 
 
-def test_on_a_blank_line_the_sampler_gets_the_blank_tokens_and_elsewhere_none(parrot_engine):
+def test_a_line_or_a_blank_line_gets_the_blank_tokens_and_a_block_elsewhere_none(
+        parrot_engine):
     model = parrot_engine.load()
     assert model.blank_ids and all(not model.token_texts[i].strip() for i in model.blank_ids)
     assert set(model.newline_ids) & set(model.blank_ids)  # a bare line break is blank
     for mode in ("line", "block"):
         assert parrot_engine.mode_config(mode, model, blank_line=True).blank_ids == model.blank_ids
-        assert parrot_engine.mode_config(mode, model).blank_ids == ()
+    assert parrot_engine.mode_config("line", model).blank_ids == model.blank_ids
+    assert parrot_engine.mode_config("block", model).blank_ids == ()
 
 
 def test_identical_requests_come_from_the_cache(parrot_engine):

@@ -36,6 +36,7 @@ def test_a_piece_of_a_word_heals_to_the_words_it_begins(embedded):
     healing = heal(embedded, ids)
     assert healing is not None and healing.text == embedded.token_texts[ids[-1]]
     assert embedded.encode(" return")[0] in healing.first_tokens
+    assert healing.token == ids[-1] and healing.token in healing.first_tokens
 
 
 def test_a_line_break_is_never_taken_back(embedded):

@@ -305,6 +305,43 @@ def test_the_blank_rule_looks_at_each_span_and_row_on_its_own():
         assert cand.spans == [[10], [BLANK, 11]]
 
 
+def test_the_token_healing_took_back_is_no_content_for_the_blank_rule():
+    """After healing, the first slot spells the prefix's last token again (HEALED); a line
+    that ends right after it is the empty answer, so the end must wait for a word."""
+    HEALED = 12
+    prefs = {0: {HEALED: 5.0}, 1: {NEWLINE: 5.0, 10: 3.0}, 2: {NEWLINE: 5.0}}
+    line = SamplerConfig(threshold=0.5, stop_ids=(NEWLINE,), blank_ids=(BLANK, NEWLINE))
+    plain = sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], line)
+    assert plain.candidates[0].spans == [[HEALED, NEWLINE]]  # HEALED alone counts as a word
+    healed = dataclasses.replace(line, healed_token=HEALED, first_tokens=(HEALED, 13))
+    out = sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], healed)
+    assert out.candidates[0].spans == [[HEALED, 10, NEWLINE]]
+    later = {0: {10: 5.0}, 1: {HEALED: 5.0}, 2: {NEWLINE: 5.0}}  # only at the first slot
+    out = sample(Prefers(later), SPEC, [PREFIX, 6, SUFFIX],
+                 dataclasses.replace(healed, first_tokens=()))
+    assert out.candidates[0].spans == [[10, HEALED, NEWLINE]]
+
+
+def test_the_blank_rule_rules_out_an_end_only_where_it_would_take_effect():
+    """Only the first open slot of a blank span loses its end tokens; a later slot keeps its
+    own beliefs (an end there is not committed, its word is no surer for it)."""
+    prefs = {0: {10: 2.0, 11: 1.9}, 1: {NEWLINE: 3.0, 12: 2.9}, 2: {NEWLINE: 5.0}}
+    cfg = SamplerConfig(threshold=0.55, stop_ids=(NEWLINE,), blank_ids=(BLANK, NEWLINE),
+                        window=0)
+    out = sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], cfg)
+    # slot 1's 12 would pass 0.55 if its line break were ruled out there: it is not
+    assert out.history[0] == 1 and out.candidates[0].spans == [[10, NEWLINE]]
+
+
+def test_an_end_bias_lets_a_span_go_on_where_the_model_hesitates():
+    prefs = {0: {10: 5.0}, 1: {EOS: 3.0, 11: 2.5}, 2: {EOS: 5.0}}
+    cfg = SamplerConfig(threshold=0.5)
+    assert sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], cfg).candidates[0].spans == [[10]]
+    biased = dataclasses.replace(cfg, end_bias=1.0)
+    out = sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], biased)
+    assert out.candidates[0].spans == [[10, 11]]
+
+
 def test_a_stop_token_is_kept_and_ends_its_span_so_the_run_stops_early():
     """Single-line mode: a committed line break ends the span, nothing after it is decoded."""
     NEWLINE = 9

@@ -137,14 +137,18 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
     no_blank_end = blank_enders(cfg, ends)
     blank = torch.tensor(cfg.blank_ids, dtype=torch.long, device=device)
     still_blank = torch.ones(B, dtype=torch.bool, device=device)
+    end_bias_ids = torch.cat([ends, stops])
     for i in range(max_new):
+        if cfg.end_bias:
+            logits[:, -1, end_bias_ids] -= cfg.end_bias
         if len(no_blank_end):  # as the sampler: a blank span neither ends nor stops
             forbid_ids(logits[:, -1], still_blank, no_blank_end)
         tok = _pick(logits[:, -1], temps, spec, gen)  # (B,)
         ended = torch.isin(tok, ends)
         out[:, i] = torch.where(done | ended, spec.pad_token_id, tok)
         done |= ended | torch.isin(tok, stops)
-        still_blank &= torch.isin(tok, blank)
+        # the token healing took back, written again first, is no content yet
+        still_blank &= torch.isin(tok, blank) | ((tok == cfg.healed_token) & (i == 0))
         if bool(done.all()) or i == max_new - 1:
             break
         if should_stop():

@@ -87,6 +87,12 @@ class SamplerConfig:
     # Whitespace-only tokens: while a span holds nothing else, it may neither end nor stop
     # (the editor sets them on a blank line, where an answer of blanks is no answer).
     blank_ids: tuple[int, ...] = ()
+    # The prefix token that token healing took back: written again at a span's first slot it
+    # adds nothing to the prefix, so the blank rule does not count it as content.
+    healed_token: int = -1
+    # Subtracted from the logits of the tokens that end a span (and of the stop tokens):
+    # > 0 lets a span go on where the model hesitates between one more token and the end.
+    end_bias: float = 0.0
 
 
 @dataclass
@@ -182,6 +188,7 @@ def decode_rows(
     no_blank_end = blank_enders(cfg, ends)
     not_content = torch.tensor([*cfg.blank_ids, spec.mask_token_id, spec.pad_token_id,
                                 spec.eos_token_id], dtype=torch.long, device=device)
+    end_bias_ids = torch.cat([ends, stop])
     if cfg.max_steps <= 0:  # one step per slot, as the published recipes decode
         cfg = dataclasses.replace(cfg, max_steps=max(1, int((span_of >= 0).sum())))
 
@@ -225,9 +232,17 @@ def decode_rows(
                                      key_mask)
             nfe += 1
             _no_empty_spans(logits, pos, span_of, spec)
+            if cfg.end_bias:
+                logits[..., end_bias_ids] -= cfg.end_bias
+            blank_at = None  # (B, P) slots of a span that holds no content before them
             if len(no_blank_end):
-                blank = _blank_before(x, span_of, slots, not_content)
-                forbid_ids(logits, blank[:, torch.searchsorted(slots, pos)], no_blank_end)
+                blank_at = _blank_before(x, span_of, slots, not_content, cfg.healed_token)[
+                    :, torch.searchsorted(slots, pos)]
+                # An end takes effect at a span's first open slot: only there is it ruled
+                # out (elsewhere it is merely not committed), so the other slots' confidences
+                # are the model's own.
+                open_now = x[:, pos] == spec.mask_token_id
+                forbid_ids(logits, blank_at & _first_open(open_now, span_of[pos]), no_blank_end)
             if first_tokens is not None and any(first_tokens):
                 if first_allowed is None:
                     first_allowed = first_token_mask(first_tokens, logits.shape[-1], device)
@@ -244,8 +259,17 @@ def decode_rows(
             before = x[:, slots].clone()
             is_end = torch.isin(tokens, ends)
             eligible = m & (~is_end | _first_open(m, span_of[pos]))
+            if blank_at is not None:
+                eligible &= ~(blank_at & torch.isin(tokens, no_blank_end))
             pick = _select(probs, eligible, cfg.threshold, need)
-            pick |= _first_open(m & ~pick, span_of[pos]) & is_end & (probs >= cfg.threshold)
+            close = _first_open(m & ~pick, span_of[pos]) & is_end & (probs >= cfg.threshold)
+            if blank_at is not None and bool(close.any()):  # blank still, with this step's
+                after = x.clone()                            # words written?
+                after[:, pos] = torch.where(pick, tokens, after[:, pos])
+                still = _blank_before(after, span_of, slots, not_content, cfg.healed_token)
+                close &= ~(still[:, torch.searchsorted(slots, pos)]
+                           & torch.isin(tokens, no_blank_end))
+            pick |= close
             steps_left = max(cfg.max_steps - steps, 1)
             old = x[:, pos]
             x[:, pos] = torch.where(pick, tokens, old)
@@ -474,14 +498,18 @@ def forbid_ids(logits: torch.Tensor, where: torch.Tensor, ids: torch.Tensor) -> 
 
 
 def _blank_before(x: torch.Tensor, span_of: torch.Tensor, slots: torch.Tensor,
-                  not_content: torch.Tensor) -> torch.Tensor:
+                  not_content: torch.Tensor, healed_token: int = -1) -> torch.Tensor:
     """(B, S) for each slot: whether its span holds nothing but `not_content` tokens (the
-    blank ones, masks and ends) before it."""
-    is_content = (~torch.isin(x[:, slots], not_content)).long()
-    before = is_content.cumsum(1) - is_content  # (B, S) content slots before each slot
+    blank ones, masks and ends) before it; the `healed_token` at a span's first slot is no
+    content either (it only spells the prefix's end again)."""
     span_ids = span_of[slots]
     first = torch.ones_like(span_ids, dtype=torch.bool)
     first[1:] = span_ids[1:] != span_ids[:-1]
+    is_content = ~torch.isin(x[:, slots], not_content)
+    if healed_token >= 0:
+        is_content &= ~(first[None, :] & (x[:, slots] == healed_token))
+    is_content = is_content.long()
+    before = is_content.cumsum(1) - is_content  # (B, S) content slots before each slot
     start = torch.cummax(torch.where(first, torch.arange(len(slots), device=x.device), 0),
                          0).values  # (S,) index of each slot's span start
     return (before - before[:, start]) == 0

@@ -181,16 +181,17 @@ class Engine:
     def mode_config(self, mode: str, model: LoadedModel, blank_line: bool = False,
                     **overrides: object) -> SamplerConfig:
         """Sampler settings for a span of `mode`. A single line is done at its line break
-        (the slots after it would be cut anyway) and has its own step budget. On a blank
-        line the answer may not end before it writes something other than whitespace,
-        which the editor would not show. A published recipe decodes as its family does,
+        (the slots after it would be cut anyway) and has its own step budget. A single line,
+        and a block on a blank line, may not end before the answer writes something other
+        than whitespace (the prefix's own last token, written again after healing, does not
+        count): the editor would not show it. A published recipe decodes as its family does,
         cut to the line afterwards."""
         if published_recipe(model, self.settings) is None:
             if mode == "line":
                 overrides.setdefault("stop_ids", model.newline_ids)
                 overrides.setdefault("max_steps", min(self.settings.max_steps,
                                                       self.settings.line_steps))
-            if blank_line:
+            if blank_line or mode == "line":
                 overrides.setdefault("blank_ids", model.blank_ids)
         return self.sampler_config(model, **overrides)
 

@@ -24,6 +24,7 @@ from dlm_lsp.model.sampler import SamplerConfig
 class Healing:
     text: str  # what the taken-back token spelled: every answer starts with it
     first_tokens: tuple[int, ...]  # the tokens a span's first slot may take
+    token: int = -1  # the token taken back
 
 
 def heal(model: LoadedModel, prefix_ids: Sequence[int]) -> Healing | None:
@@ -40,7 +41,7 @@ def heal(model: LoadedModel, prefix_ids: Sequence[int]) -> Healing | None:
     start = end = bisect.bisect_left(ordered, text)
     while end < len(ordered) and ordered[end].startswith(text):
         end += 1
-    return Healing(text, tuple(sorted(ids[start:end]))) if end - start > 1 else None
+    return Healing(text, tuple(sorted(ids[start:end])), last) if end - start > 1 else None
 
 
 def healed_prefix(model: LoadedModel, prefix_ids: Sequence[int],
@@ -60,7 +61,8 @@ def healed(model: LoadedModel, prefix_ids: Sequence[int], rest: Sequence[Sequenc
     prefix, healing = healed_prefix(model, prefix_ids, cfg)
     if healing is None:
         return [prefix, *rest], cfg, None
-    return [prefix, *rest], dataclasses.replace(cfg, first_tokens=healing.first_tokens), healing
+    cfg = dataclasses.replace(cfg, first_tokens=healing.first_tokens, healed_token=healing.token)
+    return [prefix, *rest], cfg, healing
 
 
 def unheal(raw: str, healing: Healing | None) -> str:
