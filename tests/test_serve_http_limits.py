@@ -159,3 +159,81 @@ def test_one_failing_request_does_not_fail_the_others_of_its_batch(parrot_checkp
     assert isinstance(out[1], RuntimeError)
     assert [o.text for o in (out[0], out[2])] == ["111", "111"]
     assert all(isinstance(o, Completion) for o in (out[0], out[2]))
+
+
+def test_a_waiting_request_gets_its_429_when_its_queue_time_runs_out():
+    async def run() -> tuple[Exception | None, float]:
+        queue: JobQueue[int, int] = JobQueue(max_waiting=8, queue_timeout_s=0.3)
+        t0 = time.monotonic()
+        job = queue.submit(1, 1, max_batch=1)  # nobody takes a batch: the decoder is busy
+        with pytest.raises(QueueTimeout) as info:
+            await asyncio.wait_for(job.future, timeout=10)
+        return info.value, time.monotonic() - t0
+    exc, waited = asyncio.run(run())
+    assert 0.3 <= waited < 0.3 + 0.5 and exc.retry_after >= 1
+
+
+def test_a_request_that_could_not_start_in_time_is_refused_on_arrival():
+    async def run() -> None:
+        queue: JobQueue[int, int] = JobQueue(max_waiting=64, queue_timeout_s=2.0)
+        assert queue.expected_wait(max_batch=1) == 0.0  # nothing measured: never refused
+        queue.record_batch(1.5)  # a batch takes 1.5 s here
+        queue.running_since = time.monotonic()  # and one has just started
+        queue.submit(1, 1, max_batch=1)  # starts in ~1.5 s: queued
+        assert 2.5 < queue.expected_wait(max_batch=1) <= 3.0
+        with pytest.raises(QueueFull) as info:
+            queue.submit(2, 1, max_batch=1)  # ~3 s away: more than the 2 s it may wait
+        assert "busy for about" in str(info.value) and info.value.retry_after >= 3
+        queue.submit(3, 1, max_batch=4)  # four rows a batch: it would ride the next one
+    asyncio.run(run())
+
+
+def test_overload_is_answered_on_time_and_health_while_the_decoder_is_stuck(parrot_checkpoint):
+    """A decode that blocks until released: /health and /v1/models answer meanwhile, and
+    requests that cannot start get their 429 when their queue time runs out."""
+    import threading
+
+    from dlm_lsp.serving.fim_api import make_app
+
+    release, started = threading.Event(), threading.Event()
+
+    class Stuck(LocalFimService):
+        def _decode(self, batch, gone_rows):
+            started.set()
+            release.wait(timeout=60)
+            return [Completion("1", 1, 1, "stop") for _ in batch]
+
+    async def run() -> tuple[list[int], list[float], list[float], int]:
+        service = Stuck(Settings(model=str(parrot_checkpoint), threads=1), BODY["model"],
+                        max_batch=1,
+                        queue_timeout_s=0.5)
+        await service.start()
+        app = make_app(service, None, service.limits)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.ensure_future(client.post(URL, json=BODY, timeout=60))
+            assert await asyncio.to_thread(started.wait, 30)
+            t0 = time.monotonic()
+
+            async def timed() -> tuple[httpx.Response, float]:
+                sent = time.monotonic()
+                reply = await client.post(URL, json=BODY, timeout=60)
+                return reply, time.monotonic() - sent
+
+            posts = [asyncio.ensure_future(timed()) for _ in range(5)]
+            health_ms = []
+            while not all(p.done() for p in posts) and time.monotonic() - t0 < 30:
+                h0 = time.monotonic()
+                assert (await client.get("/health")).status_code == 200
+                assert (await client.get("/v1/models")).status_code == 200
+                health_ms.append((time.monotonic() - h0) * 1e3)
+            done = await asyncio.gather(*posts)
+            release.set()
+            ok = (await first).status_code
+        await service.stop()
+        return [r.status_code for r, _ in done], [s for _, s in done], health_ms, ok
+
+    codes, answered_s, health_ms, ok = asyncio.run(run())
+    assert codes == [429] * 5 and ok == 200
+    assert all(0.5 <= s < 0.5 + 0.5 for s in answered_s), answered_s
+    assert health_ms and max(health_ms) < 1000  # answered while the decode was stuck

@@ -2,8 +2,12 @@
 callers are gone.
 
 - A request is refused at once (``QueueFull``, HTTP 429 with Retry-After) when
-  ``max_waiting`` requests already wait, and dropped (``QueueTimeout``) after waiting
-  ``queue_timeout_s``: an overloaded server says so quickly instead of timing out later.
+  ``max_waiting`` requests already wait, or when the wait it would have (the rest of the
+  running batch and the batches queued before it, at the measured decode time per batch)
+  already exceeds ``queue_timeout_s``. One that was queued and has not started when
+  ``queue_timeout_s`` runs out is answered then (``QueueTimeout``), by a timer on the event
+  loop, whatever the decoder is doing: an overloaded server says so within the time it
+  promised instead of after the batch in its way.
 - A batch takes the oldest request and others of the same token budget bucket (powers of
   two), so one 512-token request does not hold a batch of 16-token ones.
 - The decode time limit starts when a request's batch starts. A request whose caller hung up
@@ -24,10 +28,13 @@ R = TypeVar("R")
 
 
 class QueueFull(Exception):
-    """Too many requests wait already; `retry_after` seconds is a fair wait."""
+    """Too many requests wait already, or the wait would exceed the queue's time limit;
+    `retry_after` seconds is a fair wait."""
 
-    def __init__(self, waiting: int, retry_after: int):
-        super().__init__(f"{waiting} requests are waiting; retry in {retry_after} s")
+    def __init__(self, waiting: int, retry_after: int, expected_wait_s: float | None = None):
+        why = (f"{waiting} requests are waiting" if expected_wait_s is None else
+               f"the decoder is busy for about {expected_wait_s:.1f} s")
+        super().__init__(f"{why}; retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -56,6 +63,7 @@ class Job(Generic[P, R]):
     started: float | None = None
     deadline: float | None = None  # decode deadline, from the start of its batch
     abandoned: bool = False  # the caller hung up
+    timer: asyncio.TimerHandle | None = None  # answers QueueTimeout if it has not started
 
     def gone(self, now: float | None = None) -> bool:
         """The caller will not read this row's answer (hung up, or its time is up)."""
@@ -78,29 +86,61 @@ class JobQueue(Generic[P, R]):
         self.decode_timeout_s = decode_timeout_s
         self._waiting: deque[Job[P, R]] = deque()
         self._arrived = asyncio.Event()
-        self.batch_s = 1.0  # running mean of a batch's decode time, for Retry-After
+        self.batch_s: float | None = None  # running mean of a batch's decode time (measured)
+        self.running_since: float | None = None  # start of the batch being decoded
 
     def __len__(self) -> int:
         return len(self._waiting)
 
+    def expected_wait(self, max_batch: int, ahead: int | None = None) -> float:
+        """Seconds until a request with `ahead` requests queued before it (default: all of
+        them) would start: the rest of the running batch, then one batch per `max_batch`
+        queued before it, at the measured time per batch (0 before the first is measured)."""
+        if self.batch_s is None:
+            return 0.0
+        ahead = len(self._waiting) if ahead is None else ahead
+        rest = 0.0
+        if self.running_since is not None:  # a batch that overran its mean ends "soon"
+            rest = max(0.1 * self.batch_s, self.batch_s - (time.monotonic() - self.running_since))
+        return rest + (ahead // max(1, max_batch)) * self.batch_s
+
     def retry_after(self, max_batch: int) -> int:
-        batches_ahead = len(self._waiting) / max(1, max_batch) + 1
-        return max(1, math.ceil(self.batch_s * batches_ahead))
+        """Whole seconds until the work queued now is decoded (at least 1)."""
+        per_batch = self.batch_s if self.batch_s is not None else 1.0
+        wait = self.expected_wait(max_batch) if self.batch_s is not None else 0.0
+        return max(1, math.ceil(wait + per_batch))
 
     def submit(self, params: P, max_tokens: int, max_batch: int) -> Job[P, R]:
+        """Queue a request, or raise QueueFull when it could not start in time."""
         if len(self._waiting) >= self.max_waiting:
             raise QueueFull(len(self._waiting), self.retry_after(max_batch))
-        job: Job[P, R] = Job(params, max_tokens, asyncio.get_running_loop().create_future())
+        wait = self.expected_wait(max_batch)
+        if wait > self.queue_timeout_s:
+            raise QueueFull(len(self._waiting), self.retry_after(max_batch), wait)
+        loop = asyncio.get_running_loop()
+        job: Job[P, R] = Job(params, max_tokens, loop.create_future())
+        job.timer = loop.call_later(self.queue_timeout_s, self._time_out, job, max_batch)
         self._waiting.append(job)
         self._arrived.set()
         return job
 
+    def _time_out(self, job: Job[P, R], max_batch: int) -> None:
+        """The timer of a request still waiting when its time ran out: answered now."""
+        if job.started is not None or job not in self._waiting:
+            return
+        self._waiting.remove(job)
+        if not job.future.done():
+            job.future.set_exception(QueueTimeout(time.monotonic() - job.enqueued,
+                                                  self.retry_after(max_batch)))
+
     def _expire(self, max_batch: int) -> None:
-        """Answer and drop the requests that waited too long or whose caller left."""
+        """Drop the requests whose caller left, and answer any that outwaited its timer."""
         now = time.monotonic()
         keep: deque[Job[P, R]] = deque()
         for job in self._waiting:
             if job.gone(now):
+                if job.timer is not None:
+                    job.timer.cancel()
                 continue
             if now - job.enqueued > self.queue_timeout_s:
                 job.future.set_exception(QueueTimeout(now - job.enqueued,
@@ -139,7 +179,12 @@ class JobQueue(Generic[P, R]):
         now = time.monotonic()
         for job in batch:
             job.started, job.deadline = now, now + self.decode_timeout_s
+            if job.timer is not None:
+                job.timer.cancel()
+        self.running_since = now
         return batch
 
     def record_batch(self, seconds: float) -> None:
-        self.batch_s = 0.8 * self.batch_s + 0.2 * seconds
+        """A batch's decode time, measured: the running mean behind the expected wait."""
+        self.running_since = None
+        self.batch_s = seconds if self.batch_s is None else 0.8 * self.batch_s + 0.2 * seconds

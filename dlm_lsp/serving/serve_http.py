@@ -67,10 +67,15 @@ class LocalFimService:
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Load the model (off the event loop) and start batching."""
-        self.queue = JobQueue(self.max_waiting, self.queue_timeout_s, self.limits.timeout_s)
-        self._worker = asyncio.create_task(self._batches())
+        """Start batching, and load the model (off the event loop)."""
+        self.ensure_running()
         await asyncio.to_thread(self.engine.load)
+
+    def ensure_running(self) -> None:
+        """The queue and its batching task, on the running event loop (once)."""
+        if self._worker is None:
+            self.queue = JobQueue(self.max_waiting, self.queue_timeout_s, self.limits.timeout_s)
+            self._worker = asyncio.create_task(self._batches())
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -84,11 +89,15 @@ class LocalFimService:
                 "waiting": len(self.queue) if self.queue is not None else 0}
 
     async def complete(self, params: FimParams, disconnected: asyncio.Event) -> Completion:
-        assert self.queue is not None, "start() first"
+        self.ensure_running()
+        assert self.queue is not None
         job = self.queue.submit(params, params.max_tokens, self.max_batch)
         hang_up = asyncio.create_task(disconnected.wait())
         try:
             await asyncio.wait({job.future, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server dropped the request (a proxy's hang-up)
+            job.abandoned = True
+            raise
         finally:
             hang_up.cancel()
         if not job.future.done():
