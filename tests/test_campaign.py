@@ -146,3 +146,52 @@ def test_an_ar_stage_mid_way_can_stand_in_for_the_twin_and_ships_only_if_better(
     scores["ar"] = 1.0
     campaign_eval.finish(args)
     assert shipped == ["ar"]  # not better: nothing shipped
+
+
+def test_a_plan_fills_its_hours_at_the_measured_speeds():
+    from training.campaign import branch_tokens
+
+    # equal speeds, branch = half of a model's tokens: AR stage, dlm and twin take a third each
+    assert branch_tokens(1.0, 1000, 1000, 0.5) == 1_200_000
+    # a faster denoiser leaves more tokens for every stage
+    assert branch_tokens(1.0, 1000, 4000, 0.5) > 1_200_000
+
+
+def test_an_auto_plan_runs_the_configuration_measured_fastest_with_the_same_step(monkeypatch):
+    from training import autotune
+    from training.campaign import machine_flags
+
+    one_process = ["--dtype", "bf16", "--attention", "math", "--compile", "--procs", "1",
+                   "--threads", "2"]
+    monkeypatch.setattr(autotune, "best_config", lambda *a, **k: {"flags": one_process})
+    plan = {"size": "tiny", "seq_len": 64, "batch": 2, "accum": 2, "procs": 2, "threads": 1,
+            "data": "d", "corpus": "c"}
+    assert machine_flags(plan, {"objective": "ar"}) == [
+        "--accum", "2", "--procs", "2", "--threads", "1"]
+    flags = machine_flags({**plan, "config": "auto"}, {"objective": "ar"})
+    assert flags[flags.index("--procs") + 1] == "1" and flags[-2:] == ["--accum", "4"]
+
+
+def test_autotune_tries_bf16_only_where_the_cpu_has_it_and_reads_its_cache(
+        monkeypatch, tmp_path):
+    from training import autotune
+
+    monkeypatch.setattr(autotune, "has_bf16", lambda: False)
+    names = autotune.candidates(cores=2)
+    assert names and not any(n.startswith("bf16") for n in names)
+    assert not any("2x1" in n for n in autotune.candidates(cores=1))
+    cache = tmp_path / "autotune.json"
+    key = autotune.machine_key("tiny", "ar", 64, 2)
+    cache.write_text(json.dumps({key: {"name": "fp32 eager 1x2", "flags": ["x"],
+                                       "tokens_per_s": 5}}))
+
+    def never(*a, **k):
+        raise AssertionError("measured again although the cache knows this machine")
+    monkeypatch.setattr(autotune, "measure", never)
+    assert autotune.best_config("tiny", "ar", 64, 2, cache=cache)["tokens_per_s"] == 5
+    calls = []
+    monkeypatch.setattr(autotune, "measure", lambda flags, *a, **k: calls.append(flags) or {
+        "tokens_per_s": 10 * len(calls), "wall_s": 1})
+    best = autotune.best_config("tiny", "objective-b", 64, 2, cache=cache)
+    assert best["tokens_per_s"] == 10 * len(calls) and best["flags"] == calls[-1]
+    assert len(json.loads(cache.read_text())) == 2

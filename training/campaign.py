@@ -5,6 +5,7 @@
     python -m training.campaign stop              # the running stage saves and exits
     python -m training.campaign finish [--commit] # export, quick evaluation, ship if it wins
     python -m training.campaign round --ar-tokens N  # AR goes on to N tokens, branch again
+    python -m training.campaign plan --size d384x8 --hours 40 --init DIR   # a new plan
 
 The plan (``training/campaign/plan.json``) is a list of stages, each a ``training.train`` run:
 AR pre-training at a constant learning rate (continued from campaign to campaign), then two
@@ -29,8 +30,27 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from training import campaign_state as cs
+
+
+def machine_flags(plan: dict, stage: dict) -> list[str]:
+    """How the stage runs on this machine: the plan's processes and threads, or, with
+    ``"config": "auto"``, the fastest configuration measured here (``training.autotune``),
+    with gradient accumulation adjusted so a step holds the planned tokens."""
+    if plan.get("config") != "auto":
+        return ["--accum", str(plan["accum"]), "--procs", str(plan["procs"]),
+                "--threads", str(plan["threads"])]
+    from training.autotune import best_config
+
+    flags = best_config(plan["size"], stage["objective"], plan["seq_len"], plan["batch"],
+                        Path(plan["data"]), Path(plan["corpus"]))["flags"]
+    procs = int(flags[flags.index("--procs") + 1])
+    rows = plan["accum"] * plan["procs"]  # micro-batches per step, over all processes
+    if rows % procs:
+        raise SystemExit(f"{rows} micro-batches per step do not split over {procs} processes")
+    return [*flags, "--accum", str(rows // procs)]
 
 
 def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
@@ -39,8 +59,7 @@ def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
     steps = cs.stage_steps(plan, stage)
     args = ["--objective", stage["objective"], "--out", str(cs.RUNS / name),
             "--size", plan["size"], "--seq-len", str(plan["seq_len"]),
-            "--batch", str(plan["batch"]), "--accum", str(plan["accum"]),
-            "--procs", str(plan["procs"]), "--threads", str(plan["threads"]),
+            "--batch", str(plan["batch"]), *machine_flags(plan, stage),
             "--data", plan["data"], "--corpus", plan["corpus"],
             "--steps", str(steps), "--lr", str(stage["lr"]), "--warmup", str(stage["warmup"]),
             "--schedule", "wsd", "--decay-steps", str(int(steps * stage.get("decay", 0.0))),
@@ -155,6 +174,43 @@ def new_round(args: argparse.Namespace) -> None:
           f"{', '.join(s['name'] for s in plan['stages'] if s.get('from'))} start again")
 
 
+def branch_tokens(hours: float, ar_tps: float, dlm_tps: float, share: float) -> int:
+    """Tokens of each branch when the AR stage, the denoiser branch and the twin branch
+    (the same tokens as the denoiser, AR speed) fill `hours`, and the branch is `share` of
+    the tokens behind each finished model."""
+    ar_per_branch = (1 - share) / share
+    seconds_per_token = ar_per_branch / ar_tps + 1 / dlm_tps + 1 / ar_tps
+    return int(hours * 3600 / seconds_per_token)
+
+
+def new_plan(args: argparse.Namespace) -> None:
+    """A plan sized to the throughput measured here (``training.autotune``): the AR stage
+    from `args.init` (a checkpoint, grown or not), then the denoiser and twin branches."""
+    from training.autotune import best_config
+
+    if running_stage():
+        raise SystemExit("a stage is running: stop it first")
+    rates = {obj: best_config(args.size, obj, args.seq_len, args.batch, Path(args.data),
+                              Path(args.corpus))["tokens_per_s"] for obj in ("ar", "diffusion")}
+    branch = branch_tokens(args.hours, rates["ar"], rates["diffusion"], args.branch_share)
+    ar = int(branch * (1 - args.branch_share) / args.branch_share)
+    plan = {"size": args.size, "seq_len": args.seq_len, "batch": args.batch, "accum": 1,
+            "procs": 2, "threads": 1, "config": "auto", "data": args.data,
+            "corpus": args.corpus, "measured_tokens_per_s": rates, "hours": args.hours,
+            "stages": [
+                {"name": "ar", "objective": "ar", "tokens": ar, "lr": args.lr, "warmup": 100,
+                 "decay": 0.0, "init": args.init, "fim_order": "spm"},
+                {"name": "dlm", "objective": "diffusion", "logits_shift": True,
+                 "tokens": branch, "lr": args.lr / 2, "warmup": 50, "decay": 0.3,
+                 "from": "ar"},
+                {"name": "twin", "objective": "ar", "tokens": branch, "lr": args.lr,
+                 "warmup": 20, "decay": 0.3, "from": "ar", "seed": 1, "fim_order": "spm"}]}
+    cs.save_json(cs.PLAN, plan)
+    print(f"{args.size}: AR {rates['ar']} and diffusion {rates['diffusion']} tokens/s here; "
+          f"AR stage {ar / 1e6:.0f}M tokens, each branch {branch / 1e6:.0f}M, "
+          f"about {args.hours:g} h in all -> {cs.PLAN}")
+
+
 def status(_: argparse.Namespace) -> None:
     plan = cs.load_json(cs.PLAN, {})
     progress = cs.load_json(cs.PROGRESS, {})
@@ -176,6 +232,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=600)
     p = sub.add_parser("round", help="continue AR pre-training, then branch again")
     p.add_argument("--ar-tokens", type=int, required=True)
+    p = sub.add_parser("plan", help="a new plan sized to the throughput measured here")
+    p.add_argument("--size", required=True)
+    p.add_argument("--hours", type=float, required=True)
+    p.add_argument("--init", required=True, help="checkpoint the AR stage starts from")
+    p.add_argument("--branch-share", type=float, default=0.3,
+                   help="share of a finished model's tokens trained in its branch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seq-len", type=int, default=576)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--data", default="runs/data")
+    p.add_argument("--corpus", default="runs/corpus")
     p = sub.add_parser("finish")
     p.add_argument("--commit", action="store_true")
     p.add_argument("--threads", type=int, default=2)
@@ -187,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
 
         finish(args)
         return
-    {"run": run, "status": status, "stop": stop, "round": new_round}[args.cmd](args)
+    {"run": run, "status": status, "stop": stop, "round": new_round,
+     "plan": new_plan}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ SIZES = {  # name: (hidden, layers, heads, kv heads)
     "tiny": (64, 2, 4, 2),
     "small": (256, 6, 4, 2),
     "base": (384, 6, 6, 2),
+    # the sweep towards the latency budget (bench/shapes.py): 15.7M, 26.2M, 31.7M parameters
+    "d384x8": (384, 8, 6, 2),
+    "d512x8": (512, 8, 8, 2),
+    "d512x10": (512, 10, 8, 2),
 }
 
 
