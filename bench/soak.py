@@ -2,6 +2,7 @@
 a long time at once; nothing may be lost, stuck or leak.
 
     python -m bench.soak [--minutes 30] [--model embedded] [--out bench/results/soak.json]
+    nohup python -m bench.soak --minutes 120 > runs/soak.log 2>&1 &     # the 2-hour run
 
 - **LSP**: files are "typed" line by line: each keystroke is an incremental ``didChange`` and
   an inline completion request; one request in ten is cancelled ($/cancelRequest) a few
@@ -9,7 +10,8 @@ a long time at once; nothing may be lost, stuck or leak.
 - **HTTP**: a second process sends FIM requests to ``serve-http`` with the same model: most
   complete, some hang up early, some carry a tight time limit.
 
-Reports requests sent and answered, p50/p95 latency, each server's RSS at start and end, and
+Reports requests sent and answered, p50/p95 latency, each server's RSS sampled every
+``--sample-s`` seconds (plotted next to the JSON, with the growth over the last hour), and
 the requests never answered (must be 0). At the end every document must still equal the
 client's copy and the model thread must be idle.
 """
@@ -35,6 +37,50 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def sample_rss(pids: dict[str, int], every_s: float, stop: threading.Event,
+               out: list[dict]) -> None:
+    """Append {"minute", name: MB, ...} for every process in `pids` each `every_s` seconds."""
+    t0 = time.monotonic()
+    while True:
+        row: dict = {"minute": round((time.monotonic() - t0) / 60, 2)}
+        for name, pid in pids.items():
+            try:
+                row[name] = round(rss_mb(pid), 1)
+            except OSError:
+                row[name] = None
+        out.append(row)
+        if stop.wait(every_s):
+            return
+
+
+def growth_mb(samples: list[dict], name: str, last_minutes: float) -> float | None:
+    """RSS growth of `name` over the last `last_minutes` of the samples (None if shorter)."""
+    rows = [r for r in samples if r.get(name) is not None]
+    if not rows or rows[-1]["minute"] < last_minutes:
+        return None
+    start = min(rows, key=lambda r: abs(r["minute"] - (rows[-1]["minute"] - last_minutes)))
+    return round(rows[-1][name] - start[name], 1)
+
+
+def plot_rss(samples: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, label in (("lsp", "language server"), ("http", "serve-http")):
+        rows = [r for r in samples if r.get(name) is not None]
+        ax.plot([r["minute"] for r in rows], [r[name] for r in rows], label=label)
+    ax.set_xlabel("minutes of soak")
+    ax.set_ylabel("RSS (MB)")
+    ax.set_title("Resident memory under continuous typing and FIM traffic")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def sources() -> list[str]:
@@ -142,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample-s", type=float, default=60.0, help="RSS sampling interval")
     ap.add_argument("--out", type=Path, default=Path("bench/results/soak.json"))
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
@@ -155,6 +202,11 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(0.2)
     http_proc, url = start_http(args.model, "soak-key")
     rss = {"lsp_start_mb": rss_mb(lsp.proc.pid), "http_start_mb": rss_mb(http_proc.pid)}
+    samples: list[dict] = []
+    sampling = threading.Event()
+    sampler = threading.Thread(target=sample_rss, daemon=True, args=(
+        {"lsp": lsp.proc.pid, "http": http_proc.pid}, args.sample_s, sampling, samples))
+    sampler.start()
     stop_at = time.monotonic() + args.minutes * 60
     fim: dict = {}
     thread = threading.Thread(target=lambda: fim.update(asyncio.run(fim_traffic(
@@ -164,17 +216,25 @@ def main(argv: list[str] | None = None) -> None:
         typed = typing(lsp, texts, stop_at, rng)
         thread.join()
         rss.update(lsp_end_mb=rss_mb(lsp.proc.pid), http_end_mb=rss_mb(http_proc.pid))
+        sampling.set()
+        sampler.join()
     finally:
         exit_code = lsp.close()
         http_proc.terminate()
         http_proc.wait(30)
+    last_hour = {f"{name}_last_hour_growth_mb": growth_mb(samples, name, 60)
+                 for name in ("lsp", "http")}
     result = {"date": time.strftime("%Y-%m-%d"), "minutes": args.minutes, "model": args.model,
-              "lsp": typed, "http": fim, "rss": {k: round(v, 1) for k, v in rss.items()},
+              "lsp": typed, "http": fim,
+              "rss": {**{k: round(v, 1) for k, v in rss.items()}, **last_hour},
+              "rss_samples": samples,
               "lsp_exit_code": exit_code,
               "lost_or_stuck": typed["requests"] - typed["answered"] + fim["queue_at_end"]}
-    print(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "rss_samples"}, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if len(samples) > 1:
+        plot_rss(samples, args.out.with_name(args.out.stem + "_rss.png"))
 
 
 if __name__ == "__main__":

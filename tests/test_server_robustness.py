@@ -224,3 +224,20 @@ async def test_clients_without_code_action_resolve_get_edits_or_commands(
     assert [e["newText"] for e in fill] == ["1" * 96]  # maxBlockTokens slots
     regenerate = by_title["Regenerate selection (dlm)"]
     assert "edit" not in regenerate and regenerate["command"]["command"] == "dlm.instantEdit"
+
+
+async def test_notifications_leave_nothing_behind_in_the_server(client: LanguageClient,
+                                                                 parrot_checkpoint):
+    """A keystroke is a didChange: after hundreds of them the server holds no more pending
+    futures than before (pygls filed one per notification, forever)."""
+    from lsp_helpers import change_doc
+
+    await client.initialize_session(init_params(_settings(parrot_checkpoint)))
+    await wait_ready(client)
+    open_doc(client, "x = 1\n")
+    before = (await status(client))["pendingFutures"]
+    for version in range(2, 302):
+        change_doc(client, "x = 1\n" + "y" * version, version)
+    st = await status(client, [{"uri": URI}])
+    assert st["document"]["version"] == 301  # every change was handled
+    assert st["pendingFutures"] <= before + 1  # this status request itself at most

@@ -69,6 +69,20 @@ class DlmProtocol(LanguageServerProtocol):
                 self._send_response(data["id"], None, error.to_response_error())
             raise
 
+    def _handle_notification(self, method_name: str, params: Any) -> None:
+        """pygls files a future per notification under a made-up id and never drops it (only
+        a response does): a ``didChange`` per keystroke grew the server without end. The
+        futures this notification added are dropped once done."""
+        before = set(self._request_futures)
+        super()._handle_notification(method_name, params)
+        for msg_id in set(self._request_futures) - before:
+            future = self._request_futures[msg_id]
+            if future.done():
+                self._request_futures.pop(msg_id, None)
+            else:
+                future.add_done_callback(
+                    lambda _f, m=msg_id: self._request_futures.pop(m, None))
+
     def handle_message(self, message: Any) -> None:
         """After ``shutdown``, a request other than ``exit`` is an InvalidRequest (LSP)."""
         method = getattr(message, "method", None)
@@ -573,6 +587,7 @@ async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
         "busy": ls.model_thread.busy,
         "cancelledPasses": e.cancelled_passes,
         "cacheHits": e.cache.hits,
+        "pendingFutures": len(ls.protocol._request_futures),
         "lastRun": None if stats is None else stats.__dict__,
         "settings": settings_values(ls.settings),
     }
