@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from dlm_lsp.config import Settings
 from dlm_lsp.model.autoregressive import is_autoregressive
-from dlm_lsp.pipeline.context import build_context
+from dlm_lsp.pipeline.context import Retrieve, build_context
 from dlm_lsp.pipeline.engine import Engine, context_budget, insertion_checker
 from dlm_lsp.pipeline.healing import healed, unheal
 from dlm_lsp.pipeline.postprocess import cut_repeated_suffix, finish_candidate
@@ -66,12 +66,16 @@ class Infiller:
         self.name = name or ("ar" if is_autoregressive(model.spec) else "diffusion")
         self.slots = slots or slot_budgets(engine.settings)
 
-    def __call__(self, text: str, offset: int, mode: str, **sampler: object) -> Infill:
+    def __call__(self, text: str, offset: int, mode: str, retrieve: Retrieve | None = None,
+                 retrieval_share: float = 0.0, **sampler: object) -> Infill:
+        """Infill at `offset`; with `retrieve`, project snippets take up to
+        `retrieval_share` of the context budget first (as the server does)."""
         model = self.engine.load()
         t0 = time.perf_counter()
         slots = self.slots[mode]
         ctx = build_context(text, offset, model.encode,
-                            context_budget(self.engine.settings, model, slots))
+                            context_budget(self.engine.settings, model, slots),
+                            retrieve=retrieve, retrieval_share=retrieval_share)
         blank = plan_span(text, offset, "python").blank_line
         cfg = self.engine.mode_config(mode, model, blank and mode != "span", **sampler)
         pieces, healing = [ctx.prefix_ids, slots, ctx.suffix_ids], None

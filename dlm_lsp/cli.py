@@ -149,6 +149,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
     engine = Engine(_settings(args.model, args.settings))
     language = detect_language(args.language, args.file.resolve().as_uri())
     try:
+        served = engine.load().spec.languages
+        if served and language not in served:
+            print(f"error: the model was trained on {', '.join(served)} only; "
+                  f"{language or 'this file'} gets no completions (point --model at a "
+                  "published diffusion coder for other languages)", file=sys.stderr)
+            return 2
         outcome = engine.complete(text, offset, language)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)

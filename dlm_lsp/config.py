@@ -50,6 +50,9 @@ class Settings:
     # its line and this many lines after it unchanged; 0 = off
     suffix_reuse_lines: int = 0
     debounce_ms: int = 40  # wait this long; a newer request for the document wins
+    # read the workspace's source files into an index whose snippets join the context
+    workspace_index: bool = True
+    retrieval_share: float = 0.25  # of contextTokens, at most, for the workspace's snippets
     languages: list[str] = field(default_factory=list)  # languageIds to serve; empty = all
     enabled: bool = True  # false pauses completions (the editors' toggle)
     trust_remote_code: bool = False
@@ -157,6 +160,8 @@ CHECKS: dict[str, Check] = {
     "unmask_window": _int(0, 1024),
     "suffix_reuse_lines": _int(0, 10000),
     "debounce_ms": _int(0, 5000),
+    "workspace_index": _bool,
+    "retrieval_share": _float(0.0, 0.9),
     "languages": _str_list,
     "enabled": _bool,
     "trust_remote_code": _bool,

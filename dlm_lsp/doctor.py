@@ -74,6 +74,8 @@ def run_doctor(settings: Settings) -> int:
     _line("parameters", params)
     _line("load time", f"{(time.perf_counter() - t0) * 1e3:.0f} ms")
     _line("device", model.device)
+    _line("languages", ", ".join(model.spec.languages) + " (no completions in other files)"
+          if model.spec.languages else "all")
     if model.path.resolve() == EMBEDDED_DIR.resolve():
         _line("note", EMBEDDED_NOTE.format(params=f"{total / 1e6:.1f}M parameters"))
     report_decoding(model, engine)

@@ -29,6 +29,14 @@ def test_complete_prints_json_with_range_and_figures(parrot_checkpoint):
     assert data["stats"]["forward_passes"] == 1
 
 
+def test_complete_refuses_a_language_the_model_was_not_trained_on(tmp_path):
+    js = tmp_path / "app.js"
+    js.write_text("let total = 0;\nfor (const v of values) { total += }\n")
+    out = _cli("complete", str(js), "--line", "1", "--character", "34")  # the embedded model
+    assert out.returncode == 2 and out.stdout == ""
+    assert "python only" in out.stderr and "javascript" in out.stderr
+
+
 def test_complete_explains_a_missing_model_and_fails(tmp_path):
     out = _cli("complete", str(DEMO), "--line", "9", "--character", "17",
                "--model", str(tmp_path / "none"))

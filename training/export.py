@@ -102,6 +102,7 @@ def export(model: Denoiser, tokenizer: Tokenizer, target: Path, args: dict[str, 
         mask_token_id=t("<mask>"), pad_token_id=t("<pad>"), eos_token_id=t("<eos>"),
         expand_token_id=t("<expand>") if args["mechanism"] == "expand" else None,
         max_context=int(args["seq_len"]),
+        languages=["python"],  # the corpus (training/corpus.py) is Python only
         logits_shift=str(args.get("logits_shift", False)) == "True",
         training={"objective": args["objective"], "mechanism": args["mechanism"],
                   "init_from": _init_facts(args.get("init_from")),

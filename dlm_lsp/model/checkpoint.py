@@ -51,6 +51,9 @@ class DlmSpec:
     # last; DreamOn), chat (a user turn of the chat template, slots as the answer)
     prompt_format: str = "raw"
     max_context: int = 2048
+    # the languages (our language keys, syntax.LANGUAGES) the model was trained on; empty:
+    # all (published checkpoints). Other files get no completion, and the user is told.
+    languages: list[str] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
 

@@ -3,7 +3,9 @@
 The prefix and the suffix each get a share of ``contextTokens`` (the suffix 30%, so it
 survives a long prefix) and give what they do not use to the other. Windows
 are cut at line boundaries, and moved to a top-level line (a syntax boundary) when one is
-near the cut. Left-over budget is spent on the snippets of other open buffers of the same
+near the cut. With a workspace index, snippets of the project (``retrieval.py``) are chosen
+first, within ``retrieval_share`` of the budget, and the file's windows get the rest;
+without one, left-over budget is spent on the snippets of other open buffers of the same
 language that look most like the code around the cursor.
 """
 
@@ -14,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 Encode = Callable[[str], list[int]]
+# (text before the cursor, text after it, encode, token budget) -> rendered snippets
+Retrieve = Callable[[str, str, Encode, int], list[str]]
 
 SUFFIX_SHARE = 0.3  # of the budget kept for the suffix when both sides are long
 CHARS_PER_TOKEN = 8  # generous: we never tokenize more than budget * this characters
@@ -84,11 +88,22 @@ def build_context(
     end: int | None = None,
     others: Sequence[OtherDocument] = (),
     comment: str = "#",
+    retrieve: Retrieve | None = None,
+    retrieval_share: float = 0.0,
 ) -> FimContext:
-    """Prefix window ending at `offset` and suffix window starting at `end` (default `offset`)."""
+    """Prefix window ending at `offset` and suffix window starting at `end` (default
+    `offset`), after the snippets `retrieve` returns for up to `retrieval_share` of the
+    budget."""
     end = offset if end is None else end
     raw_prefix = text[max(0, offset - budget * CHARS_PER_TOKEN):offset]
     raw_suffix = text[end:end + budget * CHARS_PER_TOKEN]
+    retrieved: list[str] = []
+    retrieved_ids: list[int] = []
+    if retrieve is not None and retrieval_share > 0:
+        retrieved = retrieve(raw_prefix, raw_suffix, encode, int(budget * retrieval_share))
+        if retrieved:
+            retrieved_ids = encode("".join(retrieved))
+            budget = max(16, budget - len(retrieved_ids))
     pre_lines = _lines_back(raw_prefix)  # nearest first
     suf_lines = raw_suffix.splitlines(keepends=True)
     pre_counts = _count(encode, pre_lines)
@@ -120,14 +135,14 @@ def build_context(
     suffix_ids = encode(suffix)[:suf_budget] if suf_budget > 0 else []
 
     prefix_start = offset - len(prefix)
-    snippets: list[str] = []
+    snippets: list[str] = list(retrieved)
     spare = budget - len(prefix_ids) - len(suffix_ids)
-    if spare >= MIN_SNIPPET_BUDGET and others:
+    if spare >= MIN_SNIPPET_BUDGET and others and not retrieved:
         snippets = pick_snippets(prefix, others, encode, spare, comment)
-        if snippets:
-            head = "".join(snippets)
-            prefix = head + prefix
-            prefix_ids = encode(head) + prefix_ids
+    if snippets:
+        head = "".join(snippets)
+        prefix = head + prefix
+        prefix_ids = (retrieved_ids or encode(head)) + prefix_ids
     return FimContext(
         prefix=prefix,
         suffix=suffix,

@@ -36,7 +36,7 @@ from dlm_lsp.model.sampler import (
 )
 from dlm_lsp.pipeline.cache import LRUCache
 from dlm_lsp.pipeline.chat import chat_ids, infill_request, unfence
-from dlm_lsp.pipeline.context import OtherDocument, build_context
+from dlm_lsp.pipeline.context import OtherDocument, Retrieve, build_context
 from dlm_lsp.pipeline.healing import healed, unheal
 from dlm_lsp.pipeline.postprocess import Scored, finish_candidate, rank
 from dlm_lsp.pipeline.syntax import (
@@ -87,6 +87,7 @@ class Engine:
         self.model_runs = 0  # sampler runs that were not cache hits
         self.cancelled_passes: int | None = None  # forward passes of the last cancelled run
         self.last_stats: RunStats | None = None
+        self.last_snippets: list[str] = []  # header lines of the last context's snippets
         self._shown: Shown | None = None  # the last completion, for typing ahead
 
     # -- model lifecycle ---------------------------------------------------------------
@@ -235,6 +236,7 @@ class Engine:
         language: str | None,
         others: Sequence[OtherDocument] = (),
         cancel: threading.Event | None = None,
+        retrieve: Retrieve | None = None,
     ) -> CompletionOutcome:
         """Ranked candidates to insert at `offset` (line or block mode, per tree-sitter).
 
@@ -256,7 +258,9 @@ class Engine:
             return CompletionOutcome(plan, offset, reuse, stats)
         slots = self.settings.max_tokens if plan.mode == "line" else self.settings.max_block_tokens
         ctx = build_context(text, offset, model.encode, context_budget(self.settings, model, slots),
-                            others=others, comment=comment_prefix(language))
+                            others=others, comment=comment_prefix(language), retrieve=retrieve,
+                            retrieval_share=self.settings.retrieval_share)
+        self.last_snippets = [snippet.split("\n", 1)[0] for snippet in ctx.snippets]
         pieces, cfg, healing = healed(model, ctx.prefix_ids, [slots, ctx.suffix_ids],
                                       self.mode_config(plan.mode, model, plan.blank_line))
         result, stats = self.run(pieces, cancel, cfg)

@@ -27,8 +27,15 @@ from dlm_lsp.model.errors import NotDownloaded
 from dlm_lsp.pipeline import edits
 from dlm_lsp.pipeline.context import OtherDocument
 from dlm_lsp.pipeline.engine import CompletionOutcome, ModelError, load_key
-from dlm_lsp.pipeline.syntax import detect_language, error_regions, find_holes
+from dlm_lsp.pipeline.syntax import (
+    EXTENSIONS,
+    comment_prefix,
+    detect_language,
+    error_regions,
+    find_holes,
+)
 from dlm_lsp.protocol.documents import LspWorkspace
+from dlm_lsp.protocol.indexing import WorkspaceIndexer, uri_path
 from dlm_lsp.protocol.lsp_items import completion_items, inline_items, workspace_edit
 from dlm_lsp.protocol.positions import normalize_encoding, offset_at
 from dlm_lsp.protocol.scheduler import ModelThread, RequestGate
@@ -104,6 +111,9 @@ class DlmServer(LanguageServer):
         self.model_thread = ModelThread()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._shown: set[str] = set()
+        self.roots: list[str] = []  # workspace folder URIs
+        self.unserved: set[str] = set()  # languages the model does not serve, told once
+        self.indexer: WorkspaceIndexer | None = None
 
     # -- transports ------------------------------------------------------------------------
     def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
@@ -155,6 +165,18 @@ class DlmServer(LanguageServer):
             self._shown.add(message)
             self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
+    def tell_unserved(self, language: str, served: list[str]) -> None:
+        """Once per language: which languages the model serves, and how to get one that
+        serves the others."""
+        if language in self.unserved:
+            return
+        self.unserved.add(language)
+        self.show_once(
+            f"dlm: the model in use was trained on {', '.join(served)} only, so {language} "
+            f"files get no completions. For {language}, set \"model\" to a published "
+            "diffusion coder, e.g. `dlm-lsp pull fredzzp/open-dcoder-0.5B` (README: Which "
+            "model should I use?).", types.MessageType.Info)
+
     def tell(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         """Show `message` now: the answer to something the user asked for."""
         self.log_info(message, kind)
@@ -197,11 +219,77 @@ class DlmServer(LanguageServer):
                 out.append(OtherDocument(uri.rsplit("/", 1)[-1], doc.source))
         return out[:MAX_OTHER_DOCS]
 
+    # -- the workspace index --------------------------------------------------------------
+    def start_indexing(self) -> None:
+        """Index the workspace roots in the background (when the setting allows it)."""
+        if not self.settings.workspace_index or not self.roots or self.indexer is not None:
+            return
+        token = f"dlm-index-{uuid.uuid4()}"
+        progress = bool(self.capability("window", "work_done_progress"))
+        if progress:
+            self.work_done_progress.create(token)
+
+        def report(phase: str, message: str, pct: int) -> None:
+            if not progress:
+                return
+            wdp = self.work_done_progress
+            if phase == "begin":
+                value: Any = types.WorkDoneProgressBegin(title="dlm: indexing the workspace",
+                                                         message=message, percentage=0)
+                self.call_in_loop(wdp.begin, token, value)
+            elif phase == "report":
+                self.call_in_loop(wdp.report, token, types.WorkDoneProgressReport(
+                    message=message))
+            else:
+                self.call_in_loop(wdp.end, token, types.WorkDoneProgressEnd(message=message))
+
+        self.indexer = WorkspaceIndexer(report, lambda m: self.call_in_loop(self.log_info, m),
+                                        busy=lambda: self.model_thread.busy)
+        for uri in self.roots:
+            path = uri_path(uri)
+            if path is not None:
+                self.indexer.add_root(path)
+
+    def stop_indexing(self) -> None:
+        if self.indexer is not None:
+            self.indexer.stop()
+            self.indexer = None
+
+    def retriever(self, snap: Snapshot) -> Callable[..., list[str]] | None:
+        """What the engine calls for project snippets at a cursor of `snap`: the index, with
+        the open buffers of the workspace brought up to date first; None without one."""
+        indexer = self.indexer
+        if indexer is None or not self.settings.workspace_index:
+            return None
+        for uri, doc in self.workspace.text_documents.items():
+            path = uri_path(uri)
+            if uri != snap.uri and path is not None:
+                indexer.open_text(path, doc.source, doc.version)
+        here = uri_path(snap.uri)
+
+        def retrieve(prefix: str, suffix: str, encode: Callable[[str], list[int]],
+                     budget: int) -> list[str]:
+            comment = comment_prefix(snap.language)
+            found = indexer.index.select(prefix, suffix, encode, budget,
+                                         exclude=str(here) if here else None,
+                                         language=snap.language, file_text=snap.text)
+            return [s.render(comment) for s in found]
+        return retrieve
+
+    def model_languages(self) -> list[str]:
+        """The languages the loaded model serves (empty: all, or not loaded yet)."""
+        model = getattr(self.engine, "model", None)
+        return list(model.spec.languages) if model is not None else []
+
     def serves(self, snap: Snapshot) -> bool:
         """Whether completions are wanted for this document now."""
         if not self.settings.enabled:
             return False
         if self.settings.languages and snap.language_id not in self.settings.languages:
+            return False
+        served = self.model_languages()
+        if served and snap.language not in served:
+            self.tell_unserved(snap.language or snap.language_id or "this", served)
             return False
         window = snap.text[:4096]
         if "\x00" in window:  # binary-looking content: nothing sensible to complete
@@ -216,8 +304,13 @@ class DlmServer(LanguageServer):
         reload = load_key(settings) != load_key(self.settings)
         if settings.backend != self.settings.backend:  # local <-> remote: another engine
             self.engine = make_engine(settings, log=self.log_info)
+        index_on = settings.workspace_index and not self.settings.workspace_index
         self.settings = settings
         self.engine.update_settings(settings)
+        if not settings.workspace_index:
+            self.stop_indexing()
+        elif index_on and self.loop is not None:
+            self.start_indexing()
         if reload and self.loop is not None:
             self.start_model_load()
 
@@ -353,6 +446,10 @@ def initialize(ls: DlmServer, params: types.InitializeParams) -> None:
     # pygls has just created the workspace: documents follow LSP's line rules instead
     ls.protocol._workspace = LspWorkspace.replacing(ls.workspace)
     ls.apply_settings(params.initialization_options)
+    if params.workspace_folders:
+        ls.roots = [f.uri for f in params.workspace_folders]
+    elif params.root_uri:
+        ls.roots = [params.root_uri]
 
 
 @SERVER.feature(types.INITIALIZED)
@@ -360,6 +457,64 @@ async def initialized(ls: DlmServer, params: types.InitializedParams) -> None:
     await ls.pull_configuration()  # before loading, so a configured model loads only once
     ls.loop = asyncio.get_running_loop()
     ls.start_model_load()
+    ls.start_indexing()
+    await watch_files(ls)
+
+
+async def watch_files(ls: DlmServer) -> None:
+    """Ask the client for file events under the workspace (when it can send them)."""
+    if not ls.roots or not ls.capability("workspace", "did_change_watched_files",
+                                         "dynamic_registration"):
+        return
+    pattern = "**/*.{" + ",".join(sorted({e.lstrip(".") for e in EXTENSIONS})) + "}"
+    try:
+        await ls.client_register_capability_async(types.RegistrationParams(registrations=[
+            types.Registration(id=f"dlm-watch-{uuid.uuid4()}",
+                               method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                               register_options=types.DidChangeWatchedFilesRegistrationOptions(
+                                   watchers=[types.FileSystemWatcher(glob_pattern=pattern)]))]))
+    except Exception as exc:  # a client that refuses: saves still keep the index fresh
+        ls.log_info(f"dlm: file watching not registered: {exc}", types.MessageType.Warning)
+
+
+@SERVER.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+def did_change_folders(ls: DlmServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    for folder in params.event.removed:
+        if folder.uri in ls.roots:
+            ls.roots.remove(folder.uri)
+        path = uri_path(folder.uri)
+        if ls.indexer is not None and path is not None:
+            ls.indexer.remove_root(path)
+    for folder in params.event.added:
+        ls.roots.append(folder.uri)
+        path = uri_path(folder.uri)
+        if ls.indexer is not None and path is not None:
+            ls.indexer.add_root(path)
+    ls.start_indexing()  # the first folder of a window opened without one
+
+
+@SERVER.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def did_change_watched_files(ls: DlmServer, params: types.DidChangeWatchedFilesParams) -> None:
+    if ls.indexer is None:
+        return
+    for change in params.changes:
+        path = uri_path(change.uri)
+        if path is None:
+            continue
+        if change.type == types.FileChangeType.Deleted:
+            ls.indexer.file_deleted(path)
+        else:
+            ls.indexer.file_changed(path)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: DlmServer, params: types.DidSaveTextDocumentParams) -> None:
+    path = uri_path(params.text_document.uri)
+    if ls.indexer is not None and path is not None:
+        ls.indexer.closed(path)  # on disk now: read from there, as an unopened file
+        snap = ls.snapshot(params.text_document.uri)
+        if snap is not None:
+            ls.indexer.open_text(path, snap.text, snap.version)
 
 
 @SERVER.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -381,6 +536,9 @@ def did_change(ls: DlmServer, params: types.DidChangeTextDocumentParams) -> None
 @SERVER.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: DlmServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.gate.invalidate(params.text_document.uri)
+    path = uri_path(params.text_document.uri)
+    if ls.indexer is not None and path is not None:
+        ls.indexer.closed(path)
 
 
 async def _complete_at(ls: DlmServer, uri: str, position: types.Position,
@@ -391,9 +549,10 @@ async def _complete_at(ls: DlmServer, uri: str, position: types.Position,
     if snap is None or not ls.serves(snap):
         return None
     offset = offset_at(snap.text, position.line, position.character, ls.encoding)
-    others = ls.others(snap)
+    retrieve = ls.retriever(snap)
+    others = [] if retrieve is not None else ls.others(snap)  # the index holds open buffers
     outcome = await ls.in_model_thread(snap, kind, lambda cancel: ls.engine.complete(
-        snap.text, offset, snap.language, others, cancel))
+        snap.text, offset, snap.language, others, cancel, retrieve))
     return None if outcome is None else (snap, outcome)
 
 
@@ -588,7 +747,11 @@ async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
         "cancelledPasses": e.cancelled_passes,
         "cacheHits": e.cache.hits,
         "pendingFutures": len(ls.protocol._request_futures),
+        "workspace": ls.indexer.status() if ls.indexer is not None else {"state": "off"},
+        "modelLanguages": ls.model_languages() or "all",
+        "unservedLanguages": sorted(ls.unserved),
         "lastRun": None if stats is None else stats.__dict__,
+        "lastSnippets": getattr(e, "last_snippets", []),
         "settings": settings_values(ls.settings),
     }
     uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
@@ -602,5 +765,6 @@ async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
 
 @SERVER.feature(types.SHUTDOWN)
 def shutdown(ls: DlmServer, params: None) -> None:
+    ls.stop_indexing()
     ls.gate.cancel_all()
     ls.model_thread.shutdown()

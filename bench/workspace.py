@@ -1,0 +1,198 @@
+"""Completions that know the project: held-out packages as workspaces, and the index at scale.
+
+    python -m bench.workspace quality [--packages alembic kombu ...] [--cuts 500]
+                                      [--shares 0 0.15 0.25 0.4] [--adapted DIR]
+    python -m bench.workspace scale [--files 5000]
+
+**quality**: each package held out of the training corpus (``runs/corpus/heldout.jsonl``) is
+written out as a workspace and indexed as the server indexes one. ``--cuts`` lines are cut
+in its modules (``bench.heldout.cut_line``: at the indentation or a token boundary) and the
+cut file replaces the original in the index, so the answer is nowhere in the workspace
+unless the project writes that line twice. The model completes the rest of the line in
+single-line mode with the file alone, and with the index's snippets taking up to each
+``--shares`` of the context budget; with ``--adapted``, a model fine-tuned on the package
+(``dlm-lsp adapt``) too. Scored on exact rest of line, per package.
+
+**scale**: ``--files`` Python files of the training corpus as one workspace: index time,
+the index's own memory estimate and the process's RSS growth, and the selection time of
+200 cursors (p50/p95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.heldout import _parses, cut_line
+from dlm_lsp.pipeline.retrieval import WorkspaceIndex
+
+PACKAGES = ["alembic", "kombu", "openpyxl", "tox", "trimesh"]
+
+
+def package_files(corpus: Path, package: str) -> dict[str, str]:
+    out = {}
+    with open(corpus / "heldout.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            name, _, rel = row["path"].partition("/")
+            if name == package:
+                out[rel] = row["text"]
+    return out
+
+
+def make_cuts(files: dict[str, str], n: int, seed: int = 0) -> list[tuple[str, int, int]]:
+    """(file, cursor, end of line) for `n` lines cut at random in parseable modules."""
+    rng = random.Random(seed)
+    names = sorted(f for f, t in files.items() if _parses(t) and t.count("\n") > 5)
+    cuts: list[tuple[str, int, int]] = []
+    while len(cuts) < n:
+        name = rng.choice(names)
+        cut = cut_line(files[name], rng)
+        if cut is not None and files[name][cut[0]:cut[1]].strip():
+            cuts.append((name, *cut))
+    return cuts
+
+
+def index_package(files: dict[str, str], root: str = "/ws") -> WorkspaceIndex:
+    index = WorkspaceIndex()
+    for rel, text in files.items():
+        index.update(f"{root}/{rel}", text, name=rel, language="python")
+    index.compact()
+    return index
+
+
+def retriever(index: WorkspaceIndex, path: str, text: str):  # noqa: ANN201
+    def retrieve(prefix: str, suffix: str, encode, budget: int) -> list[str]:  # noqa: ANN001
+        found = index.select(prefix, suffix, encode, budget, exclude=path, language="python",
+                             file_text=text)
+        return [s.render("#") for s in found]
+    return retrieve
+
+
+def quality(args: argparse.Namespace) -> dict:
+    import torch
+
+    from bench.infill import Infiller
+    from dlm_lsp.config import Settings
+    from dlm_lsp.pipeline.engine import Engine
+
+    torch.set_num_threads(args.threads)
+    models = {"embedded": args.model} | ({"adapted": str(args.adapted)} if args.adapted else {})
+    infillers = {k: Infiller(Engine(Settings(model=v, threads=args.threads)), k)
+                 for k, v in models.items()}
+    result: dict = {"packages": {}, "cuts_per_package": args.cuts, "shares": args.shares}
+    for package in args.packages:
+        files = package_files(args.corpus, package)
+        index = index_package(files)
+        cuts = make_cuts(files, args.cuts, seed=args.seed)
+        exact: dict[str, int] = {}
+        for rel, cursor, end in tqdm(cuts, desc=package):
+            original = files[rel]
+            text = original[:cursor] + original[end:]  # the rest of the line deleted
+            want = original[cursor:end].rstrip()
+            path = f"/ws/{rel}"
+            index.update(path, text, name=rel, language="python")  # the cut file, on disk
+            retrieve = retriever(index, path, text)
+            for model_name, infiller in infillers.items():
+                for share in args.shares:
+                    key = f"{model_name} share {share:g}"
+                    got = infiller(text, cursor, "line", retrieve=retrieve if share else None,
+                                   retrieval_share=share)
+                    exact[key] = exact.get(key, 0) + (got.text.rstrip() == want)
+            index.update(path, original, name=rel, language="python")
+        result["packages"][package] = {
+            "files": len(files), "cuts": len(cuts),
+            "exact": {k: round(100 * v / len(cuts), 1) for k, v in exact.items()}}
+        print(package, json.dumps(result["packages"][package]["exact"]), flush=True)
+    keys = list(next(iter(result["packages"].values()))["exact"])
+    result["mean_exact"] = {k: round(statistics.mean(p["exact"][k] for p in
+                                                    result["packages"].values()), 1)
+                            for k in keys}
+    return result
+
+
+def scale(args: argparse.Namespace) -> dict:
+    from dlm_lsp.pipeline.workspace import read_source, source_files
+
+    encode_cost = lambda text: list(range(len(text) // 4 + 1))  # noqa: E731 - ~4 chars/token
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        written = 0
+        with open(args.corpus / "train.jsonl") as f:
+            for line in f:
+                row = json.loads(line)
+                path = root / row["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(row["text"])
+                written += 1
+                if written >= args.files:
+                    break
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        index = WorkspaceIndex()
+        texts = {}
+        for path in source_files(root):
+            text = read_source(path)
+            if text is not None:
+                rel = path.relative_to(root.resolve()).as_posix()
+                index.update(str(path), text, name=rel)
+                texts[str(path)] = text
+        index.compact()
+        build_s = time.perf_counter() - t0
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rng = random.Random(0)
+        paths = sorted(texts)
+        ms = []
+        for _ in range(200):
+            path = rng.choice(paths)
+            text = texts[path]
+            cursor = rng.randrange(len(text))
+            t = time.perf_counter()
+            index.select(text[max(0, cursor - 4000):cursor], text[cursor:cursor + 2000],
+                         encode_cost, 128, exclude=path, language="python", file_text=text)
+            ms.append((time.perf_counter() - t) * 1e3)
+        ms.sort()
+        stats = index.stats()
+    return {"files_written": written, "files_indexed": stats["files"], "chunks": stats["chunks"],
+            "index_s": round(build_s, 1), "index_estimate_mb": round(stats["bytes"] / 1e6, 1),
+            "rss_growth_mb": round((rss1 - rss0) / 1024, 1),
+            "select_p50_ms": round(ms[len(ms) // 2], 2),
+            "select_p95_ms": round(ms[int(len(ms) * 0.95)], 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bench.suite import machine
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["quality", "scale"])
+    ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--adapted", type=Path, default=None)
+    ap.add_argument("--packages", nargs="+", default=PACKAGES)
+    ap.add_argument("--cuts", type=int, default=500)
+    ap.add_argument("--shares", nargs="+", type=float, default=[0.0, 0.15, 0.25, 0.4])
+    ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if not (args.corpus / "heldout.jsonl").is_file():
+        sys.exit(f"{args.corpus} has no corpus: python -m training.corpus builds it")
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(args.threads),
+              **(quality(args) if args.command == "quality" else scale(args))}
+    out = args.out or Path(f"bench/results/workspace_{args.command}.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

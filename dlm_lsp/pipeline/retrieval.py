@@ -1,0 +1,427 @@
+"""The workspace index: the project's code in chunks, and the chunks a completion should see.
+
+A small model cannot know a project's names; it can copy them when they are in its context.
+Every file of the workspace (``workspace.py`` decides which) is cut into chunks:
+
+- **windows** of ``WINDOW_LINES`` lines every ``WINDOW_LINES // 2`` lines, scored against the
+  lines around the cursor with BM25 over identifiers (as RepoCoder and llm-ls retrieve), and
+- **definitions** (tree-sitter nodes that define a name: functions, classes, methods,
+  types), their first ``DEF_LINES`` lines, looked up by name for the names used near the
+  cursor, first those the file imports from a module of the workspace.
+
+:meth:`WorkspaceIndex.select` returns snippets within a token budget, most relevant last
+(nearest the code). The index is updated file by file (a save, a watched-file event, an
+open buffer's edit) and is safe to read from one thread while another writes. Postings of
+the bulk live in numpy arrays (merged from a small dynamic part now and then), so a query
+over a 5,000-file workspace costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from dlm_lsp.pipeline.syntax import comment_prefix, detect_language, parse
+
+Encode = Callable[[str], list[int]]
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]+")
+WINDOW_LINES = 20
+DEF_LINES = 12
+QUERY_LINES_BEFORE, QUERY_LINES_AFTER = 15, 5
+NAME_LINES = 4  # lines before the cursor whose names are looked up as definitions
+K1, B = 1.2, 0.75
+COMMON_SHARE = 0.2  # a term in more chunks than this share says nothing about any of them
+DEF_NODE = re.compile(r"(function|method|class|struct|enum|interface|trait|impl|type|module)"
+                      r"_(definition|declaration|item|spec)$")
+_PY_IMPORT = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+import\s+\(?([^)#\n]+)|^\s*import\s+([\w.]+)"
+                        r"(?:\s+as\s+(\w+))?", re.M)
+
+
+@dataclass
+class _File:
+    path: str  # as given (absolute, posix)
+    name: str  # shown in a snippet's header: relative to its root
+    language: str | None
+    text: str
+    chunks: list[int]  # ids of its chunks
+    module: str = ""  # dotted Python module name relative to its root
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A chunk chosen for a completion's context."""
+
+    path: str
+    name: str  # the file's name relative to its root
+    text: str
+    kind: str  # "definition" or "window"
+    score: float
+
+    def render(self, comment: str) -> str:
+        return f"{comment} Path: {self.name}\n{self.text.rstrip()}\n\n"
+
+
+def identifiers(text: str) -> list[str]:
+    return _IDENT.findall(text)
+
+
+def definitions(text: str, language: str | None) -> list[tuple[str, int, int]]:
+    """(name, start, end) character spans of what `text` defines, from tree-sitter where
+    the language has a grammar, else from `def`/`class`/`function` lines."""
+    tree = parse(language, text) if language else None
+    out: list[tuple[str, int, int]] = []
+    if tree is not None:
+        data = text.encode("utf-8", "surrogatepass")
+        char_at = _char_offsets(text, data)
+        stack = [tree.root_node]
+        while stack:
+            node = stack.pop()
+            if DEF_NODE.search(node.type):
+                name_node = node.child_by_field_name("name")
+                if name_node is not None:
+                    out.append((data[name_node.start_byte:name_node.end_byte].decode(
+                        errors="replace"), char_at(node.start_byte), char_at(node.end_byte)))
+            stack.extend(reversed(node.children))
+        return out
+    for m in re.finditer(r"^[ \t]*(?:async\s+)?(?:def|class|function|func|fn)\s+(\w+)", text,
+                         re.M):
+        end = text.find("\n\n", m.end())
+        out.append((m.group(1), m.start(), len(text) if end < 0 else end))
+    return out
+
+
+def _char_offsets(text: str, data: bytes) -> Callable[[int], int]:
+    """Byte offset -> character offset in `text` (whose UTF-8 is `data`)."""
+    if len(data) == len(text):  # ASCII: bytes are characters
+        return lambda b: b
+    starts = np.cumsum([0] + [len(ch.encode("utf-8", "surrogatepass")) for ch in text])
+    return lambda b: int(np.searchsorted(starts, b, side="left"))
+
+
+def _head(text: str, start: int, end: int, lines: int) -> int:
+    """The end of the first `lines` lines of text[start:end]."""
+    pos = start
+    for _ in range(lines):
+        nl = text.find("\n", pos, end)
+        if nl < 0:
+            return end
+        pos = nl + 1
+    return pos
+
+
+def module_names(rel: str) -> list[str]:
+    """Dotted names a Python file may be imported as (``src/pkg/mod.py``: src.pkg.mod,
+    pkg.mod, mod); a package's ``__init__.py`` is the package."""
+    p = PurePosixPath(rel)
+    if p.suffix not in (".py", ".pyi"):
+        return []
+    parts = list(p.with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return [".".join(parts[i:]) for i in range(len(parts)) if parts[i:]]
+
+
+class WorkspaceIndex:
+    """Chunks of the workspace's files with BM25 postings and a definitions table."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.files: dict[str, _File] = {}
+        self._chunk_file = array("i")  # chunk id -> file slot
+        self._chunk_span: list[tuple[int, int]] = []
+        self._chunk_name: list[str] = []
+        self._dl = array("f")  # terms per chunk
+        self._alive = bytearray()
+        self._slot_path: list[str | None] = []  # file slot -> path (None: removed)
+        self._slot_of: dict[str, int] = {}
+        self._frozen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._recent: dict[str, list[tuple[int, int]]] = {}
+        self._recent_size = 0
+        self._defs: dict[str, list[int]] = {}
+        self._modules: dict[str, list[str]] = {}  # dotted name -> paths
+        self._alive_count = 0
+        self._total_len = 0.0
+        self.text_bytes = 0
+
+    # -- building -------------------------------------------------------------------------
+    def update(self, path: str, text: str, name: str | None = None,
+               language: str | None = None) -> None:
+        """(Re)index one file; `name` is what a snippet shows (default: the path)."""
+        language = language or detect_language(None, "file://" + path)
+        spans = self._chunk(text, language)
+        with self._lock:
+            self._drop(path)
+            slot = self._slot_of.get(path)
+            if slot is None:
+                slot = len(self._slot_path)
+                self._slot_path.append(path)
+                self._slot_of[path] = slot
+            self._slot_path[slot] = path
+            shown = name or path
+            f = _File(path, shown, language, text, [],
+                      (module_names(shown) or [""])[0])
+            for kind_name, start, end in spans:
+                f.chunks.append(self._add_chunk(slot, text, start, end, kind_name))
+            self.files[path] = f
+            for mod in module_names(shown):
+                self._modules.setdefault(mod, []).append(path)
+            self.text_bytes += len(text)
+            dead = len(self._chunk_span) - self._alive_count
+            if dead > max(20_000, 2 * self._alive_count):
+                self._rebuild()
+            elif self._recent_size > 50_000:
+                self._compact()
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            self._drop(path)
+
+    def _drop(self, path: str) -> None:
+        old = self.files.pop(path, None)
+        if old is None:
+            return
+        for cid in old.chunks:
+            if self._alive[cid]:
+                self._alive[cid] = 0
+                self._alive_count -= 1
+                self._total_len -= self._dl[cid]
+        for mod in module_names(old.name):
+            paths = self._modules.get(mod, [])
+            if path in paths:
+                paths.remove(path)
+        self.text_bytes -= len(old.text)
+
+    def _chunk(self, text: str, language: str | None) -> list[tuple[str, int, int]]:
+        """(defined name or "", start, end) of every chunk of a file."""
+        out = []
+        for name, start, end in definitions(text, language):
+            out.append((name, start, _head(text, start, end, DEF_LINES)))
+        starts = [0] + [m.end() for m in re.finditer("\n", text) if m.end() < len(text)]
+        step = WINDOW_LINES // 2
+        for i in range(0, max(len(starts) - step, 1), step):
+            a = starts[i]
+            b = starts[i + WINDOW_LINES] if i + WINDOW_LINES < len(starts) else len(text)
+            if text[a:b].strip():
+                out.append(("", a, b))
+        return out
+
+    def _add_chunk(self, slot: int, text: str, start: int, end: int, name: str) -> int:
+        cid = len(self._chunk_span)
+        terms = Counter(identifiers(text[start:end]))
+        self._chunk_file.append(slot)
+        self._chunk_span.append((start, end))
+        self._chunk_name.append(name)
+        n = float(sum(terms.values()))
+        self._dl.append(n)
+        self._alive.append(1)
+        self._alive_count += 1
+        self._total_len += n
+        for term, tf in terms.items():
+            self._recent.setdefault(term, []).append((cid, tf))
+        self._recent_size += len(terms)
+        if name:
+            self._defs.setdefault(name, []).append(cid)
+        return cid
+
+    def _compact(self) -> None:
+        """Move the dynamic postings into the numpy arrays (dead chunks dropped)."""
+        alive = np.frombuffer(bytes(self._alive), dtype=np.uint8).astype(bool)
+        for term, pairs in self._recent.items():
+            ids = np.fromiter((c for c, _ in pairs), dtype=np.int32, count=len(pairs))
+            tfs = np.fromiter((t for _, t in pairs), dtype=np.float32, count=len(pairs))
+            if term in self._frozen:
+                old_ids, old_tfs = self._frozen[term]
+                keep = alive[old_ids]
+                ids = np.concatenate([old_ids[keep], ids])
+                tfs = np.concatenate([old_tfs[keep], tfs])
+            self._frozen[term] = (ids, tfs)
+        self._recent.clear()
+        self._recent_size = 0
+        for name, ids in list(self._defs.items()):
+            live = [c for c in ids if self._alive[c]]
+            if live:
+                self._defs[name] = live
+            else:
+                del self._defs[name]
+
+    def _rebuild(self) -> None:
+        """Index the live files again from their chunks: after many updates most chunk
+        ids are dead, and their rows only cost memory."""
+        live = [(f, [(self._chunk_name[c], *self._chunk_span[c]) for c in f.chunks])
+                for f in self.files.values()]
+        self._reset()
+        for f, spans in live:
+            slot = len(self._slot_path)
+            self._slot_path.append(f.path)
+            self._slot_of[f.path] = slot
+            f.chunks = [self._add_chunk(slot, f.text, a, b, name) for name, a, b in spans]
+            self.files[f.path] = f
+            for mod in module_names(f.name):
+                self._modules.setdefault(mod, []).append(f.path)
+            self.text_bytes += len(f.text)
+        self._compact()
+
+    def compact(self) -> None:
+        """Merge what was added since the last merge (after a bulk load)."""
+        with self._lock:
+            self._compact()
+
+    # -- reading --------------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """Files, live chunks and an estimate of the index's memory (bytes)."""
+        with self._lock:
+            arrays = sum(a.nbytes + b.nbytes for a, b in self._frozen.values())
+            recent = 40 * self._recent_size
+            per_chunk = len(self._chunk_span) * (4 + 4 + 1 + 72)  # file, dl, alive, span+name
+            terms = 120 * (len(self._frozen) + len(self._recent))
+            return {"files": len(self.files), "chunks": self._alive_count,
+                    "bytes": self.text_bytes + arrays + recent + per_chunk + terms}
+
+    def select(self, prefix: str, suffix: str, encode: Encode, budget: int,
+               exclude: str | None = None, language: str | None = None,
+               file_text: str | None = None, limit: int = 8) -> list[Snippet]:
+        """Snippets for a cursor between `prefix` and `suffix` (of the file `exclude`,
+        whose full text is `file_text`), at most `budget` tokens, most relevant last.
+        Definitions of the names used just before the cursor come first, then the windows
+        most like the code around it; chunks of `exclude` are never chosen."""
+        if budget <= 0:
+            return []
+        with self._lock:
+            if not self._alive_count:
+                return []
+            chosen: list[tuple[float, int, str]] = []
+            skip_slot = self._slot_of.get(exclude) if exclude else None
+            imported = self._imports(file_text or prefix, exclude) if file_text or prefix else {}
+            for score, cid in self._definitions_near(prefix, suffix, skip_slot, imported):
+                chosen.append((score, cid, "definition"))
+            query = "".join(prefix.splitlines(keepends=True)[-QUERY_LINES_BEFORE:]) + "".join(
+                suffix.splitlines(keepends=True)[:QUERY_LINES_AFTER])
+            for score, cid in self._bm25(identifiers(query), skip_slot, limit * 2,
+                                         boost=set(imported)):
+                chosen.append((score, cid, "window"))
+            return self._fit(chosen, encode, budget, limit, language)
+
+    def _imports(self, text: str, exclude: str | None) -> dict[int, set[str]]:
+        """File slots of the workspace modules `text` imports, with the names it takes from
+        each (an ``import m as x`` module: the names used as ``x.name``)."""
+        out: dict[int, set[str]] = {}
+        here = self.files.get(exclude) if exclude else None
+        for m in _PY_IMPORT.finditer(text[:100_000]):
+            module, names, plain, alias = m.group(1), m.group(2), m.group(3), m.group(4)
+            if plain:
+                module = plain
+                local = alias or plain.split(".")[-1]
+                wanted = set(re.findall(rf"\b{re.escape(local)}\.(\w+)", text))
+            else:
+                wanted = {n.split(" as ")[0].strip() for n in names.split(",")} - {"", "*"}
+            if module.startswith(".") and here is not None:  # relative to this package
+                dots = len(module) - len(module.lstrip("."))
+                package = here.module.split(".") if here.module else []
+                if PurePosixPath(here.name).stem != "__init__":
+                    package = package[:-1]
+                base = package[:len(package) - (dots - 1)]
+                module = ".".join([*base, module.lstrip(".")]).strip(".")
+            for path in self._modules.get(module, []):
+                slot = self._slot_of.get(path)
+                if slot is not None and path != exclude:
+                    out.setdefault(slot, set()).update(wanted)
+            for name in list(wanted):  # `from pkg import module`
+                for path in self._modules.get(f"{module}.{name}", []):
+                    slot = self._slot_of.get(path)
+                    if slot is not None and path != exclude:
+                        out.setdefault(slot, set())
+        return out
+
+    def _definitions_near(self, prefix: str, suffix: str, skip_slot: int | None,
+                          imported: dict[int, set[str]]) -> list[tuple[float, int]]:
+        """Definition chunks of the names just before the cursor (nearest first weighs
+        most); a name the file imports from a workspace module resolves to that module."""
+        lines = prefix.splitlines()[-NAME_LINES:] + suffix.splitlines()[:1]
+        names: dict[str, float] = {}
+        for distance, line in enumerate(reversed(lines)):
+            for name in identifiers(line):
+                names[name] = max(names.get(name, 0.0), 1.0 / (1 + distance))
+        imported_names = {n for ns in imported.values() for n in ns}
+        out = []
+        for name, weight in names.items():
+            ids = [c for c in self._defs.get(name, ()) if self._alive[c]
+                   and self._chunk_file[c] != skip_slot]
+            if not ids or len(ids) > 5:  # defined nowhere else, or everywhere (`__init__`)
+                continue
+            from_import = [c for c in ids if self._chunk_file[c] in imported]
+            if from_import:
+                ids = from_import
+            bonus = 2.0 if name in imported_names else 1.0
+            for c in ids[:2]:
+                out.append((100.0 * weight * bonus / len(ids), c))
+        out.sort(reverse=True)
+        return out[:4]
+
+    def _bm25(self, query: list[str], skip_slot: int | None, k: int,
+              boost: set[int]) -> list[tuple[float, int]]:
+        n_chunks = len(self._chunk_span)
+        n = max(self._alive_count, 1)
+        avgdl = max(self._total_len / n, 1.0)
+        dl = np.frombuffer(self._dl, dtype=np.float32, count=n_chunks)
+        scores = np.zeros(n_chunks, dtype=np.float32)
+        for term in set(query):
+            frozen = self._frozen.get(term)
+            recent = self._recent.get(term, ())
+            df = (len(frozen[0]) if frozen else 0) + len(recent)
+            if df == 0 or (n > 1000 and df > COMMON_SHARE * n):  # (its idf is ~0 anyway)
+                continue
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            if frozen:
+                ids, tf = frozen
+                scores[ids] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl[ids] / avgdl))
+            for cid, tf in recent:
+                scores[cid] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl[cid] / avgdl))
+        alive = np.frombuffer(self._alive, dtype=np.uint8, count=n_chunks)
+        files = np.frombuffer(self._chunk_file, dtype=np.int32, count=n_chunks)
+        scores *= alive
+        if skip_slot is not None:
+            scores[files == skip_slot] = 0.0
+        if boost:
+            scores[np.isin(files, list(boost))] *= 1.5
+        k = min(k, n_chunks)
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        return [(float(scores[c]), int(c)) for c in top[np.argsort(-scores[top])]
+                if scores[c] > 0]
+
+    def _fit(self, chosen: Iterable[tuple[float, int, str]], encode: Encode, budget: int,
+             limit: int, language: str | None) -> list[Snippet]:
+        comment = comment_prefix(language)
+        taken: list[Snippet] = []
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for score, cid, kind in chosen:
+            if len(taken) >= limit:
+                break
+            slot = self._chunk_file[cid]
+            start, end = self._chunk_span[cid]
+            if any(a < end and start < b for a, b in spans.get(slot, ())):
+                continue  # overlaps a chunk already taken
+            path = self._slot_path[slot]
+            f = self.files.get(path) if path else None
+            if f is None:
+                continue
+            snippet = Snippet(f.path, f.name, f.text[start:end], kind, score)
+            cost = len(encode(snippet.render(comment)))
+            if cost > budget:
+                continue
+            budget -= cost
+            taken.append(snippet)
+            spans.setdefault(slot, []).append((start, end))
+        return list(reversed(taken))  # the most relevant nearest the code
