@@ -90,3 +90,30 @@ def test_a_stop_file_ends_the_run_at_once_with_its_state_saved(data_dirs, tmp_pa
           "--objective", "ar"])
     assert torch.load(out / "state.pt", weights_only=False)["step"] == 0
     assert not (out / "STOP").exists()
+
+
+def test_rows_with_the_project_show_snippets_as_the_server_renders_them(data_dirs, tmp_path):
+    import shutil
+
+    from training.data import Batcher, load_prepared
+    from training.repo_context import prepare as prepare_repo
+
+    corpus, data = data_dirs
+    local = tmp_path / "data"
+    shutil.copytree(data, local)  # the shared fixture's data stays without repo context
+    prepare_repo(corpus, local, per_file=2, procs=1)
+    prepared = load_prepared(local, corpus)
+    repo = prepared.repo
+    assert repo is not None and len(repo["files"]) > 0
+    k = 0
+    g, a, b = repo["snippets"][repo["ptr"][k]]
+    assert g != repo["files"][k] and prepared.texts[g][a:b].strip()  # another file's chunk
+    for objective in ("diffusion", "ar"):
+        batcher = Batcher(prepared, objective, seq_len=1024, infill_rate=1.0, repo_rate=1.0,
+                          seed=3)
+        rows = [batcher.row() for _ in range(8)]
+        text = [prepared.tokenizer.decode(r.ids) for r in rows]
+        assert all(len(r.ids) <= 1025 for r in rows)
+        assert sum("# Path: " in t for t in text) >= 6  # a quarter of 1,024 holds them
+    plain = Batcher(prepared, "diffusion", seq_len=512, infill_rate=1.0, seed=3)
+    assert not any("# Path: " in prepared.tokenizer.decode(plain.row().ids) for _ in range(8))

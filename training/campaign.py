@@ -68,6 +68,8 @@ def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
         args.append("--logits-shift")
     if stage.get("fim_order"):
         args += ["--fim-order", stage["fim_order"]]
+    if plan.get("repo_rate"):
+        args += ["--repo-rate", str(plan["repo_rate"])]
     if (cs.RUNS / name / "state.pt").is_file():
         return args  # train.py resumes from its own state
     done = progress.get(name, {})
@@ -80,7 +82,23 @@ def stage_args(plan: dict, stage: dict, progress: dict) -> list[str]:
         if not source.is_file():
             source = cs.ROOT / progress[parent]["weights"]
         return args + ["--init-from", str(source)]
-    return args + ["--init-from", str(cs.ROOT / stage["init"])] if stage.get("init") else args
+    return args + ["--init-from", str(init_weights_of(plan, stage))] if stage.get("init") \
+        else args
+
+
+def init_weights_of(plan: dict, stage: dict) -> Path:
+    """The checkpoint a first stage starts from: a directory, or ``{"grow": DIR}``, DIR grown
+    to the plan's shape (``training.grow``: the same function, more parameters), made once
+    under runs/ (seeded: the same weights on every machine)."""
+    init = stage["init"]
+    if isinstance(init, str):
+        return cs.ROOT / init
+    target = cs.RUNS / f"grown-{plan['size']}"
+    if not (target / "model.safetensors").is_file():
+        from training.grow import grow_checkpoint
+
+        grow_checkpoint(cs.ROOT / init["grow"], plan["size"], target, seed=init.get("seed", 0))
+    return target
 
 
 def run(_: argparse.Namespace) -> None:
@@ -194,12 +212,14 @@ def new_plan(args: argparse.Namespace) -> None:
                               Path(args.corpus))["tokens_per_s"] for obj in ("ar", "diffusion")}
     branch = branch_tokens(args.hours, rates["ar"], rates["diffusion"], args.branch_share)
     ar = int(branch * (1 - args.branch_share) / args.branch_share)
-    plan = {"size": args.size, "seq_len": args.seq_len, "batch": args.batch, "accum": 1,
-            "procs": 2, "threads": 1, "config": "auto", "data": args.data,
+    plan = {"size": args.size, "seq_len": args.seq_len, "batch": args.batch,
+            "accum": args.accum, "procs": 2, "threads": 1, "config": "auto",
+            "repo_rate": args.repo_rate, "data": args.data,
             "corpus": args.corpus, "measured_tokens_per_s": rates, "hours": args.hours,
             "stages": [
                 {"name": "ar", "objective": "ar", "tokens": ar, "lr": args.lr, "warmup": 100,
-                 "decay": 0.0, "init": args.init, "fim_order": "spm"},
+                 "decay": 0.0, "init": {"grow": args.init} if args.grow else args.init,
+                 "fim_order": "spm"},
                 {"name": "dlm", "objective": "diffusion", "logits_shift": True,
                  "tokens": branch, "lr": args.lr / 2, "warmup": 50, "decay": 0.3,
                  "from": "ar"},
@@ -236,9 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", required=True)
     p.add_argument("--hours", type=float, required=True)
     p.add_argument("--init", required=True, help="checkpoint the AR stage starts from")
+    p.add_argument("--grow", action="store_true",
+                   help="grow --init to --size first (training.grow) instead of starting "
+                        "from it as it is")
     p.add_argument("--branch-share", type=float, default=0.3,
                    help="share of a finished model's tokens trained in its branch")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--accum", type=int, default=2, help="micro-batches per process and step")
+    p.add_argument("--repo-rate", type=float, default=0.5,
+                   help="share of infilling rows with the project's snippets")
     p.add_argument("--seq-len", type=int, default=576)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--data", default="runs/data")

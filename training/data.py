@@ -17,7 +17,7 @@ import multiprocessing
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,8 @@ class Prepared:
     texts: list[str]
     tokens: np.ndarray  # all train files, <eos> after each (a uint16 memmap for the train split)
     spans: list[np.ndarray]  # per file: (n, 2) character offsets of its syntax nodes
+    paths: list[str] = field(default_factory=list)  # per file: "package/path/in/it.py"
+    repo: dict[str, np.ndarray] | None = None  # repo_context.npz (training/repo_context.py)
 
     @property
     def specials(self) -> Specials:
@@ -152,17 +154,21 @@ def load_prepared(data: Path, corpus: Path, split: str = "train") -> Prepared:
     """The prepared train split, or another split tokenized on the fly (it is small)."""
     tok = Tokenizer.from_file(str(data / "tokenizer.json"))
     tok.encode_special_tokens = True
-    texts = [r["text"] for r in read_split(corpus, split)]
+    rows = list(read_split(corpus, split))
+    texts, paths = [r["text"] for r in rows], [r["path"] for r in rows]
     if split == "train":
         flat = np.load(data / "spans.npy", mmap_mode="r")  # shared page cache across ranks
         starts = np.load(data / "span_starts.npy")
         spans = [flat[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        repo = None
+        if (data / "repo_context.npz").is_file():
+            repo = dict(np.load(data / "repo_context.npz"))
         return Prepared(tok, texts, np.memmap(data / "tokens.bin", dtype=np.uint16, mode="r"),
-                        spans)
+                        spans, paths, repo)
     eos = tok.token_to_id("<eos>")
     ids = [i for enc in tok.encode_batch(texts, add_special_tokens=False) for i in enc.ids + [eos]]
     spans = [np.asarray(node_spans(t), dtype=np.int32).reshape(-1, 2) for t in texts]
-    return Prepared(tok, texts, np.asarray(ids, dtype=np.uint16), spans)
+    return Prepared(tok, texts, np.asarray(ids, dtype=np.uint16), spans, paths)
 
 
 class Batcher:
@@ -170,10 +176,12 @@ class Batcher:
 
     def __init__(self, data: Prepared, objective: str, mechanism: str = "eos",
                  seq_len: int = 576, infill_rate: float = 0.5, seed: int = 0,
-                 fixed_length: bool = False, fim_order: str = "spm"):
+                 fixed_length: bool = False, fim_order: str = "spm", repo_rate: float = 0.0):
         self.data, self.objective, self.mechanism = data, objective, mechanism
         self.fim_order = fim_order  # AR rows: PSM or SPM (objective.ar_fim_row)
         self.seq_len, self.infill_rate = seq_len, infill_rate
+        # share of infilling rows with the project's snippets before the prefix
+        self.repo_rate = repo_rate if data.repo is not None and len(data.repo["files"]) else 0.0
         self.fixed_length = fixed_length  # pad every batch to seq_len (one compiled shape)
         self.sp = data.specials
         self.rng = random.Random(seed)
@@ -187,13 +195,20 @@ class Batcher:
         start = self.rng.randrange(len(self.data.tokens) - n)
         return self.data.tokens[start:start + n].astype(np.int64).tolist()
 
-    def _fim_parts(self) -> tuple[list[int], list[int], list[int]]:
+    def _fim_parts(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """(project snippets, prefix, middle, suffix) token lists of one infilling row."""
         rng = self.rng
+        with_repo = rng.random() < self.repo_rate
         for _ in range(20):
-            f = int(np.searchsorted(self.cum_chars, rng.random() * self.cum_chars[-1],
-                                    side="right"))
-            text = self.data.texts[f]
-            a, b = pick_middle(text, self.data.spans[f], rng)
+            snippets: list[int] = []
+            if with_repo:
+                f, a, b, snippets = self._repo_example()
+                text = self.data.texts[f]
+            else:
+                f = int(np.searchsorted(self.cum_chars, rng.random() * self.cum_chars[-1],
+                                        side="right"))
+                text = self.data.texts[f]
+                a, b = pick_middle(text, self.data.spans[f], rng)
             middle = self.encode(text[a:b])
             if 1 <= len(middle) <= min(MAX_MIDDLE_TOKENS, self.seq_len // 2 - 1):
                 chars = 8 * self.seq_len
@@ -201,8 +216,25 @@ class Batcher:
                 suffix = self.encode(text[b:b + chars])
                 if a > chars:  # the cut at `a - chars` may split a token: drop the first
                     prefix = prefix[1:]
-                return prefix, middle, suffix
+                return snippets, prefix, middle, suffix
         raise RuntimeError("no middle found in 20 tries")
+
+    def _repo_example(self) -> tuple[int, int, int, list[int]]:
+        """A precomputed middle and its snippets, rendered as the server renders them
+        (``Snippet.render``), at most a quarter of the row."""
+        repo, texts, paths = self.data.repo, self.data.texts, self.data.paths
+        assert repo is not None
+        k = self.rng.randrange(len(repo["files"]))
+        parts = []
+        for g, a, b in repo["snippets"][repo["ptr"][k]:repo["ptr"][k + 1]]:
+            name = paths[g].split("/", 1)[-1] if paths else f"file{g}.py"
+            parts.append(f"# Path: {name}\n{texts[g][a:b].rstrip()}\n\n")
+        costs = [len(self.encode(p)) for p in parts]
+        while parts and sum(costs) > self.seq_len // 4:  # drop the least relevant (first)
+            parts.pop(0)
+            costs.pop(0)
+        ids = self.encode("".join(parts)) if parts else []
+        return int(repo["files"][k]), int(repo["start"][k]), int(repo["end"][k]), ids
 
     def row(self) -> Row:
         T, sp, rng = self.seq_len, self.sp, self.rng
@@ -210,17 +242,19 @@ class Batcher:
         if self.objective == "ar":
             if not infill:
                 return ar_row(self._window(T + 1))
-            prefix, middle, suffix = self._fim_parts()
-            prefix, suffix = fit_context(prefix, suffix, T + 1 - len(middle) - 5, rng)
-            return ar_fim_row(prefix, middle, suffix, sp, self.fim_order)
+            snippets, prefix, middle, suffix = self._fim_parts()
+            room = T + 1 - len(middle) - 5 - len(snippets)
+            prefix, suffix = fit_context(prefix, suffix, room, rng)
+            return ar_fim_row(snippets + prefix, middle, suffix, sp, self.fim_order)
         if not infill:
             return diffusion_row(self._window(T), sp, rng)
-        prefix, middle, suffix = self._fim_parts()
+        snippets, prefix, middle, suffix = self._fim_parts()
         # at most half the row: short rows (tests) still fit their context and slots
         slots = min(choose_slots(len(middle), self.mechanism, rng),
                     max(len(middle) + 1, self.seq_len // 2))
-        prefix, suffix = fit_context(prefix, suffix, T - slots, rng)
-        return infill_row(prefix, middle, suffix, slots, self.mechanism, sp, rng, END_WEIGHT)
+        prefix, suffix = fit_context(prefix, suffix, T - slots - len(snippets), rng)
+        return infill_row(snippets + prefix, middle, suffix, slots, self.mechanism, sp, rng,
+                          END_WEIGHT)
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
         """`size` rows padded to the longest: ids, targets, weights, key_mask, scored."""

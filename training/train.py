@@ -170,7 +170,7 @@ def train(args: argparse.Namespace) -> Path | None:
     data = load_prepared(args.data, args.corpus)
     batcher = Batcher(data, args.objective, args.mechanism, args.seq_len,
                       seed=args.seed + 7919 * ranks.rank, fixed_length=True,
-                      fim_order=args.fim_order)
+                      fim_order=args.fim_order, repo_rate=args.repo_rate)
     model = Denoiser(model_config(args.size, data.tokenizer.get_vocab_size()))
     init_weights(model, args.seed)
     init_facts = load_weights(model, args.init_from) if args.init_from else None
@@ -345,6 +345,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--fim-order", choices=FIM_ORDERS, default="spm",
                     help="AR infilling rows: the prefix before the suffix (psm) or running "
                          "straight into the middle (spm; see dlm_lsp.model.autoregressive)")
+    ap.add_argument("--repo-rate", type=float, default=0.0,
+                    help="share of infilling rows with the project's snippets before the "
+                         "prefix (needs runs/data/repo_context.npz: training.repo_context)")
     ap.add_argument("--logits-shift", action="store_true",
                     help="diffusion predicts token i at position i-1 (keeps AR-initialised "
                          "weights' next-token head, as Dream does)")

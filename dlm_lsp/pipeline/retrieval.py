@@ -64,6 +64,8 @@ class Snippet:
     text: str
     kind: str  # "definition" or "window"
     score: float
+    start: int = 0  # where `text` lies in the file
+    end: int = 0
 
     def render(self, comment: str) -> str:
         return f"{comment} Path: {self.name}\n{self.text.rstrip()}\n\n"
@@ -417,7 +419,7 @@ class WorkspaceIndex:
             f = self.files.get(path) if path else None
             if f is None:
                 continue
-            snippet = Snippet(f.path, f.name, f.text[start:end], kind, score)
+            snippet = Snippet(f.path, f.name, f.text[start:end], kind, score, start, end)
             cost = len(encode(snippet.render(comment)))
             if cost > budget:
                 continue
