@@ -100,13 +100,14 @@ def save_cases(cases: list[LineCase], path: Path = CASES) -> None:
             f.write(json.dumps(asdict(case)) + "\n")
 
 
-def evaluate(infiller, cases: list[LineCase]) -> dict:  # noqa: ANN001
-    """Exact match % of the rest of the line, similarity, passes per token, latency."""
+def evaluate(infiller, cases: list[LineCase], **sampler: object) -> dict:  # noqa: ANN001
+    """Exact match % of the rest of the line, similarity, passes per token, latency
+    (`sampler` overrides the decoding settings)."""
     exact = passes = tokens = 0
     similarity = 0.0
     ms: list[float] = []
     for case in tqdm(cases, desc=f"{infiller.name}/heldout", leave=False):
-        out = infiller(case.prefix + case.suffix, len(case.prefix), "line")
+        out = infiller(case.prefix + case.suffix, len(case.prefix), "line", **sampler)
         got = out.text.rstrip()
         exact += got == case.middle.rstrip()
         similarity += SequenceMatcher(None, got, case.middle.rstrip()).ratio()

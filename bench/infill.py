@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from dlm_lsp.config import Settings
 from dlm_lsp.model.autoregressive import is_autoregressive
-from dlm_lsp.pipeline.context import Retrieve, build_context
+from dlm_lsp.model.sampler import SamplerConfig
+from dlm_lsp.pipeline.context import FimContext, Retrieve, build_context
 from dlm_lsp.pipeline.engine import Engine, context_budget, insertion_checker
-from dlm_lsp.pipeline.healing import healed, unheal
+from dlm_lsp.pipeline.healing import Healing, healed, unheal
 from dlm_lsp.pipeline.postprocess import cut_repeated_suffix, finish_candidate
 from dlm_lsp.pipeline.syntax import SpanPlan, plan_span
 
@@ -66,12 +67,13 @@ class Infiller:
         self.name = name or ("ar" if is_autoregressive(model.spec) else "diffusion")
         self.slots = slots or slot_budgets(engine.settings)
 
-    def __call__(self, text: str, offset: int, mode: str, retrieve: Retrieve | None = None,
-                 retrieval_share: float = 0.0, **sampler: object) -> Infill:
-        """Infill at `offset`; with `retrieve`, project snippets take up to
-        `retrieval_share` of the context budget first (as the server does)."""
+    def prepare(self, text: str, offset: int, mode: str, retrieve: Retrieve | None = None,
+                retrieval_share: float = 0.0, **sampler: object
+                ) -> tuple[list, SamplerConfig, Healing | None, FimContext]:
+        """The pieces, sampler settings, healing and context of an infill at `offset`, as
+        the server builds them; with `retrieve`, project snippets take up to
+        `retrieval_share` of the context budget first."""
         model = self.engine.load()
-        t0 = time.perf_counter()
         slots = self.slots[mode]
         ctx = build_context(text, offset, model.encode,
                             context_budget(self.engine.settings, model, slots),
@@ -81,6 +83,15 @@ class Infiller:
         pieces, healing = [ctx.prefix_ids, slots, ctx.suffix_ids], None
         if self.heal:
             pieces, cfg, healing = healed(model, ctx.prefix_ids, pieces[1:], cfg)
+        return pieces, cfg, healing, ctx
+
+    def __call__(self, text: str, offset: int, mode: str, retrieve: Retrieve | None = None,
+                 retrieval_share: float = 0.0, **sampler: object) -> Infill:
+        """Infill at `offset` (see :meth:`prepare`), decoded and cut as the server does."""
+        model = self.engine.load()
+        t0 = time.perf_counter()
+        pieces, cfg, healing, ctx = self.prepare(text, offset, mode, retrieve,
+                                                 retrieval_share, **sampler)
         self.engine.forget()  # every task is timed as a fresh decode
         result, stats = self.engine.run(pieces, cfg=cfg)
         raw = unheal(model.decode(result.candidates[0].spans[0]), healing)

@@ -50,15 +50,16 @@ def load_cases(path: Path = CASES) -> list[ObviousCase]:
     return parse_cases(path.read_text(encoding="utf-8"))
 
 
-def evaluate(infiller, cases: list[ObviousCase]) -> dict:  # noqa: ANN001
+def evaluate(infiller, cases: list[ObviousCase], **sampler: object) -> dict:  # noqa: ANN001
     """Exact match %, similarity, forward passes per token and latency for one model, and the
-    per-case answers (so a report can show what the model wrote)."""
+    per-case answers (so a report can show what the model wrote); `sampler` overrides the
+    decoding settings."""
     exact = passes = tokens = 0
     similarity = 0.0
     ms: list[float] = []
     answers = {}
     for case in tqdm(cases, desc=f"{infiller.name}/obvious", leave=False):
-        out = infiller(case.prefix + case.suffix, len(case.prefix), "line")
+        out = infiller(case.prefix + case.suffix, len(case.prefix), "line", **sampler)
         got = out.text.rstrip()
         exact += got == case.middle.rstrip()
         similarity += SequenceMatcher(None, got, case.middle).ratio()

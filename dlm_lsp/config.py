@@ -46,6 +46,9 @@ class Settings:
     remask_threshold: float = 0.0  # > 0 re-masks committed tokens that lost confidence
     kv_cache: bool = True  # dual K/V cache across denoising steps
     unmask_window: int = 8  # > 0: each step decides only the first N open slots of a span
+    # commit what the checkpoint's finality filter trusts (model/finality.py), when it
+    # ships one, instead of the confidence threshold
+    parallel_filter: bool = True
     # serve the last completion again after an edit below the cursor that leaves the rest of
     # its line and this many lines after it unchanged; 0 = off
     suffix_reuse_lines: int = 0
@@ -158,6 +161,7 @@ CHECKS: dict[str, Check] = {
     "remask_threshold": _float(0.0, 1.0),
     "kv_cache": _bool,
     "unmask_window": _int(0, 1024),
+    "parallel_filter": _bool,
     "suffix_reuse_lines": _int(0, 10000),
     "debounce_ms": _int(0, 5000),
     "workspace_index": _bool,

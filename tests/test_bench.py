@@ -277,3 +277,18 @@ def test_benchmark_suite_writes_json_markdown_and_plot_with_consistent_verdicts(
     assert all(t["target"] in md for t in result["targets"])
     png = (tmp_path / "speed_quality.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_aup_on_hand_made_points():
+    import math
+
+    from bench.aup import aup, weight
+
+    assert aup([(1.0, 50.0)], 50.0) == 50.0  # one point: rho_1 * y_1
+    assert aup([(3.0, 50.0), (1.0, 50.0)], 50.0) == 150.0  # no loss: the area, sorted first
+    assert aup([(1.0, 50.0), (2.0, 44.0)], 50.0) == 50.0  # over 5 points lost: left out
+    w = math.exp(-3 * (1 - 46 / 50))
+    assert weight(46.0, 50.0) == w and weight(60.0, 50.0) == 1.0
+    assert math.isclose(aup([(1.0, 50.0), (2.0, 46.0)], 50.0), 50 + 0.5 * (46 * w + 50))
+    # the same speed-up costs a weaker set more than it gains
+    assert aup([(1.0, 50.0), (2.0, 46.0)], 50.0) < aup([(1.0, 50.0), (2.0, 50.0)], 50.0)

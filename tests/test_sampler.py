@@ -379,3 +379,41 @@ def test_window_still_finishes_within_max_steps():
     out = sample(unsure, SPEC, [PREFIX, 12, SUFFIX], SamplerConfig(window=2, max_steps=6))
     assert out.steps <= 6
     assert len(out.candidates[0].spans[0]) == 12
+
+
+def _filter(bias: float):
+    """A finality filter that trusts every prediction (bias > 0) or none (bias < 0)."""
+    from dlm_lsp.model.finality import FinalityFilter
+
+    f = FinalityFilter()
+    with torch.no_grad():
+        for p in f.parameters():
+            p.zero_()
+        f.net[2].bias.fill_(bias)
+    return f
+
+
+def test_a_trusting_finality_filter_commits_more_slots_a_step_with_the_same_answer():
+    unsure = Scripted(words_then_eos(5, prob=0.6))  # below any confidence threshold
+    base = SamplerConfig(threshold=0.9, window=8, max_steps=64)
+    one = sample(unsure, SPEC, [PREFIX, 8, SUFFIX], base)
+    fast = sample(Scripted(words_then_eos(5, prob=0.6)), SPEC, [PREFIX, 8, SUFFIX],
+                  dataclasses.replace(base, filter_threshold=0.5), finality=_filter(5.0))
+    slow = sample(Scripted(words_then_eos(5, prob=0.6)), SPEC, [PREFIX, 8, SUFFIX],
+                  dataclasses.replace(base, filter_threshold=0.5), finality=_filter(-5.0))
+    assert fast.candidates[0].spans == one.candidates[0].spans == [[10, 11, 12, 13, 14]]
+    assert fast.forward_passes == 1 < slow.forward_passes == one.forward_passes
+
+
+def test_the_trace_gives_features_and_the_final_tokens_to_label_them():
+    from dlm_lsp.model.finality import N_FEATURES
+
+    trace: list = []
+    out = sample(Scripted(words_then_eos(3, prob=0.6)), SPEC, [PREFIX, 6, SUFFIX],
+                 SamplerConfig(threshold=1.0, window=4, max_steps=64), trace=trace)
+    assert len(trace) == out.steps and out.final is not None
+    feats, tokens, pos, open_ = trace[0]
+    assert feats.shape == (1, len(pos), N_FEATURES) and open_.all()
+    # p1: the script's 0.6, renormalised without the mask (and the ends at the first slot)
+    assert ((feats[0, :, 0] >= 0.6) & (feats[0, :, 0] < 0.63)).all()
+    assert (tokens[0] == out.final[0, pos]).all()  # a confident script never changes its mind

@@ -68,9 +68,11 @@ def node_spans(text: str, max_chars: int = 800) -> list[tuple[int, int]]:
 
 
 def pick_middle(text: str, spans: Sequence[Sequence[int]],
-                rng: random.Random) -> tuple[int, int]:
-    """A middle [start, end) of one of the kinds an editor asks for."""
-    kind = rng.choices([k for k, _ in MIDDLE_KINDS], [w for _, w in MIDDLE_KINDS])[0]
+                rng: random.Random, kind: str | None = None) -> tuple[int, int]:
+    """A middle [start, end) of one of the kinds an editor asks for (`kind`, or drawn by
+    the weights of MIDDLE_KINDS)."""
+    if kind is None:
+        kind = rng.choices([k for k, _ in MIDDLE_KINDS], [w for _, w in MIDDLE_KINDS])[0]
     if kind == "node" and len(spans):
         a, b = spans[rng.randrange(len(spans))]
         return int(a), int(b)

@@ -134,9 +134,11 @@ def latency_section(runs: dict[str, dict]) -> list[str]:
 
 TARGET_LABELS = {
     "obvious_exact": "obvious lines exact %",
-    "humaneval_single_pass1": "HumanEval single-line pass@1 % (all tasks)",
     "heldout_exact": "held-out packages rest of line exact %",
+    "humaneval_single_pass1": "HumanEval single-line pass@1 % (all tasks)",
+    "humaneval_multi_pass1": "HumanEval multi-line pass@1 % (subset)",
     "tokens_per_pass": "tokens per forward pass (single-line)",
+    "at_or_above_twin": "points ahead of the AR twin on the weakest single-line set",
     "within_points_of_twin": "points behind the AR twin (single-line), at >= 2 tokens/pass",
 }
 

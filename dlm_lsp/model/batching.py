@@ -72,5 +72,6 @@ def sample_fim_batch(model: LoadedModel, requests: Sequence[FimRequest], cfg: Sa
     temps = torch.tensor([r.temperature for r in requests], dtype=torch.float32,
                          device=model.device)
     result = decode_rows(model.denoiser, spec, x, span_of, cfg, temps, key_mask, should_stop,
-                         drop_rows, [r.first_tokens for r in requests])
+                         drop_rows, [r.first_tokens for r in requests],
+                         finality=model.finality)
     return [FimResult(cand.spans[0], result.forward_passes) for cand in result.candidates]

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 
 from dlm_lsp.model.denoiser import Denoiser, DenoiserConfig
 from dlm_lsp.model.errors import ModelError, NotDownloaded
+from dlm_lsp.model.finality import FinalityFilter
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "models" / "embedded"
 
@@ -54,6 +55,8 @@ class DlmSpec:
     # the languages (our language keys, syntax.LANGUAGES) the model was trained on; empty:
     # all (published checkpoints). Other files get no completion, and the user is told.
     languages: list[str] = field(default_factory=list)
+    # a learned finality filter (model/finality.py): {"file", "threshold"}; empty: none
+    finality: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
 
@@ -79,6 +82,7 @@ class LoadedModel:
     bos_token: str = ""  # what the chat template puts first, when it asks for bos_token
     family: str | None = None  # the adapter that read a checkpoint without dlm.json
     warnings: list[str] = field(default_factory=list)  # what loads but not as published
+    finality: FinalityFilter | None = None  # shipped with the checkpoint, if any
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -320,7 +324,23 @@ def load_checkpoint(path: Path, device: str = "cpu", quantize: str = "none",
     return LoadedModel(path=path, denoiser=model, tokenizer=tokenizer, spec=spec, device=dev,
                        chat_template=families.chat_template(path, tok_cfg),
                        bos_token=families.bos_token(tok_cfg),
-                       family=family.name if family else None, warnings=warnings)
+                       family=family.name if family else None, warnings=warnings,
+                       finality=_finality(path, spec, dev))
+
+
+def _finality(path: Path, spec: DlmSpec, dev: torch.device) -> FinalityFilter | None:
+    """The finality filter dlm.json names, or None; a missing or broken file is an error
+    the user sees (the checkpoint says it has one)."""
+    if not spec.finality:
+        return None
+    name = str(spec.finality.get("file", ""))
+    target = (path / name).resolve()
+    if not name or path.resolve() not in target.parents or not target.is_file():
+        raise ModelError(f"dlm.json names a finality filter {name!r} that {path} lacks")
+    try:
+        return FinalityFilter.load(target, float(spec.finality.get("threshold", 0.9))).to(dev)
+    except Exception as exc:
+        raise ModelError(f"{target} is not a finality filter: {exc}") from exc
 
 
 def _pick_family(path: Path, hf_config: dict[str, Any], tok_cfg: dict[str, Any],

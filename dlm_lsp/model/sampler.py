@@ -32,6 +32,7 @@ import torch
 
 from dlm_lsp.model.checkpoint import DlmSpec
 from dlm_lsp.model.denoiser import Denoiser, KVCache
+from dlm_lsp.model.finality import FinalityFilter, features
 from dlm_lsp.model.unmasking import block_eligible, linear_count, p2_remask, scores
 from dlm_lsp.model.unmasking import pick as pick_top
 
@@ -93,6 +94,9 @@ class SamplerConfig:
     # Subtracted from the logits of the tokens that end a span (and of the stop tokens):
     # > 0 lets a span go on where the model hesitates between one more token and the end.
     end_bias: float = 0.0
+    # > 0 with a finality filter (model/finality.py): commit every slot whose prediction the
+    # filter trusts at least this much, instead of the confidence threshold
+    filter_threshold: float = 0.0
 
 
 @dataclass
@@ -114,6 +118,7 @@ class SampleResult:
     forward_passes: int
     steps: int
     history: list[int] = field(default_factory=list)  # tokens committed per step (row 0)
+    final: torch.Tensor | None = None  # (B, T) every position at the end (the trace's labels)
 
     @property
     def generated_tokens(self) -> int:
@@ -144,6 +149,8 @@ def sample(
     pieces: Sequence[Piece],
     cfg: SamplerConfig,
     should_stop: Callable[[], bool] = lambda: False,
+    finality: FinalityFilter | None = None,
+    trace: list | None = None,
 ) -> SampleResult:
     """Decode every span of `pieces` jointly; see the module docstring."""
     device = next(denoiser.parameters()).device
@@ -152,7 +159,8 @@ def sample(
     temps = torch.full((B,), cfg.temperature, device=device)
     if cfg.temperature == 0 and B > 1:
         temps[1:] = cfg.nbest_temperature
-    return decode_rows(denoiser, spec, x, span_of, cfg, temps, should_stop=should_stop)
+    return decode_rows(denoiser, spec, x, span_of, cfg, temps, should_stop=should_stop,
+                       finality=finality, trace=trace)
 
 
 def decode_rows(
@@ -166,6 +174,8 @@ def decode_rows(
     should_stop: Callable[[], bool] = lambda: False,
     drop_rows: Callable[[], Sequence[int]] | None = None,  # rows to end now (callers gone)
     first_tokens: Sequence[Sequence[int]] | None = None,  # per row, else cfg.first_tokens
+    finality: FinalityFilter | None = None,  # with cfg.filter_threshold: what to commit
+    trace: list | None = None,  # gets (features, tokens, positions, open) of every step
 ) -> SampleResult:
     """The decoding loop over prepared rows: :func:`sample` for one request, or several
     requests padded to one layout (``batching.py``; no expand tokens there). Token healing
@@ -249,8 +259,9 @@ def decode_rows(
                 keep_first_tokens(logits, pos == slots[0], first_allowed)
             if refresh:
                 changed = 0
-            tokens, probs, _ = _propose(logits, temps, cfg.top_p, spec, gen, key_mask is None
-                                        and _can_expand(span_of, cfg.max_span, spec))  # (B, P)
+            tokens, probs, full = _propose(logits, temps, cfg.top_p, spec, gen,
+                                           key_mask is None
+                                           and _can_expand(span_of, cfg.max_span, spec))
 
             # Which masked slots to commit this step. A span's end (eos/pad) is only
             # committed at its first open slot, so an unsure model cannot close a span
@@ -261,8 +272,21 @@ def decode_rows(
             eligible = m & (~is_end | _first_open(m, span_of[pos]))
             if blank_at is not None:
                 eligible &= ~(blank_at & torch.isin(tokens, no_blank_end))
-            pick = _select(probs, eligible, cfg.threshold, need)
-            close = _first_open(m & ~pick, span_of[pos]) & is_end & (probs >= cfg.threshold)
+            use_filter = finality is not None and cfg.filter_threshold > 0
+            trusted = None
+            if use_filter or trace is not None:
+                feats = features(full, tokens, m, span_of[pos], torch.isin(tokens, end_bias_ids),
+                                 steps)
+                if trace is not None:
+                    trace.append((feats, tokens.clone(), pos.clone(), m.clone()))
+            if use_filter:  # the filter decides; the most confident still goes first
+                assert finality is not None
+                trusted = finality(feats) >= cfg.filter_threshold
+                pick = _select(probs, eligible, 1.0, need) | (eligible & trusted)
+            else:
+                pick = _select(probs, eligible, cfg.threshold, need)
+            sure = (probs >= cfg.threshold) | (trusted if use_filter else False)
+            close = _first_open(m & ~pick, span_of[pos]) & is_end & sure
             if blank_at is not None and bool(close.any()):  # blank still, with this step's
                 after = x.clone()                            # words written?
                 after[:, pos] = torch.where(pick, tokens, after[:, pos])
@@ -288,7 +312,8 @@ def decode_rows(
                 if resized:
                     cache = None  # positions after the span moved: recompute everything
 
-    return SampleResult(_collect(x, conf, span_of, spec), nfe, steps, history)
+    return SampleResult(_collect(x, conf, span_of, spec), nfe, steps, history,
+                        x if trace is not None else None)
 
 
 def _end_rows(x: torch.Tensor, slots: torch.Tensor, rows: list[int], spec: DlmSpec) -> None:

@@ -166,6 +166,8 @@ class Engine:
             remask_threshold=s.remask_threshold,
             use_cache=s.kv_cache,
             window=s.unmask_window,
+            filter_threshold=model.finality.threshold
+            if model is not None and model.finality is not None and s.parallel_filter else 0.0,
         )
         recipe = published_recipe(model, s)
         if recipe is not None:
@@ -176,7 +178,7 @@ class Engine:
                 block_length=recipe.block_length, block_aligned=recipe.block_aligned,
                 ar_block_starts=recipe.ar_block_starts, stop_at_end=recipe.stop_at_end,
                 max_span=recipe.max_span, max_steps=0, use_cache=False, window=0,
-                span_ends=False)
+                span_ends=False, filter_threshold=0.0)
         return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
 
     def mode_config(self, mode: str, model: LoadedModel, blank_line: bool = False,
@@ -299,7 +301,7 @@ def decode(model: LoadedModel, pieces: Sequence[Piece], cfg: SamplerConfig,
     if model.spec.prompt_format == "chat":
         return chat_infill(model, pieces, cfg, should_stop)
     return sample(model.denoiser, model.spec, frame(model.spec, pieces), cfg,
-                  should_stop=should_stop)
+                  should_stop=should_stop, finality=model.finality)
 
 
 def frame(spec: DlmSpec, pieces: Sequence[Piece]) -> list[Piece]:
