@@ -412,8 +412,9 @@ def test_the_trace_gives_features_and_the_final_tokens_to_label_them():
     out = sample(Scripted(words_then_eos(3, prob=0.6)), SPEC, [PREFIX, 6, SUFFIX],
                  SamplerConfig(threshold=1.0, window=4, max_steps=64), trace=trace)
     assert len(trace) == out.steps and out.final is not None
-    feats, tokens, pos, open_ = trace[0]
+    feats, tokens, pos, open_, picked = trace[0]
     assert feats.shape == (1, len(pos), N_FEATURES) and open_.all()
     # p1: the script's 0.6, renormalised without the mask (and the ends at the first slot)
     assert ((feats[0, :, 0] >= 0.6) & (feats[0, :, 0] < 0.63)).all()
     assert (tokens[0] == out.final[0, pos]).all()  # a confident script never changes its mind
+    assert int(picked.sum()) == 1  # one token a step

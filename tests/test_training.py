@@ -365,3 +365,38 @@ def test_a_trained_filter_ships_with_its_checkpoint_and_the_server_uses_it(
     assert engine.sampler_config(model).filter_threshold == 0.8
     off = Engine(Settings(model=str(target), parallel_filter=False))
     assert off.sampler_config(off.load()).filter_threshold == 0.0
+
+
+def test_the_distillation_loss_is_lower_when_the_slots_agree_with_the_models_answer(
+        random_checkpoint):
+    from bench.infill import Infiller
+    from dlm_lsp.config import Settings
+    from dlm_lsp.pipeline.engine import Engine
+    from training.distill import distill_loss, record, state_of
+
+    infiller = Infiller(Engine(Settings(model=str(random_checkpoint), quantize="none")))
+    text = "def f(x):\n    return x\n\nvalue = \n"
+    example = record(infiller, text, text.index("= ") + 2, "line")
+    assert example is not None and bool(example["slot"].any())
+    written = example["step"][example["slot"]]
+    assert int(written.min()) == 0 and int(written.max()) <= int(example["steps"])
+    model = load_checkpoint(random_checkpoint).denoiser
+    spec = load_checkpoint(random_checkpoint).spec
+    rng = random.Random(0)
+    ids, masked = state_of(example, rng, spec.mask_token_id)
+    assert bool(masked.any()) and bool((ids[masked] == spec.mask_token_id).all())
+    with torch.no_grad():  # what the model itself predicts with every slot masked
+        start = {**example, "steps": torch.tensor(0)}
+        row, m = state_of(start, rng, spec.mask_token_id)
+        pred = model(row[None], key_mask=torch.ones(1, len(row), dtype=torch.bool))[0].argmax(-1)
+    own = {**start, "final": torch.where(m, pred, start["final"])}
+    other = {**start, "final": torch.where(m, (pred + 1) % 200, start["final"])}
+    def loss(m, ex, weight):  # noqa: ANN001, ANN202
+        return distill_loss(m, [ex], random.Random(0), spec.mask_token_id, spec.pad_token_id,
+                            False, weight)[0].item()
+
+    assert loss(model, own, 0.0) < loss(model, other, 0.0)  # its own answer is cheaper
+    sharp = load_checkpoint(random_checkpoint).denoiser
+    with torch.no_grad():  # the same predictions, held with more certainty
+        sharp.lm_head.weight.mul_(4.0)
+    assert loss(sharp, own, 0.5) < loss(model, own, 0.5)  # certainty is rewarded

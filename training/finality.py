@@ -62,7 +62,7 @@ def trajectory(infiller, text: str, offset: int, mode: str,  # noqa: ANN001
     final = result.final[0]
     ends = {model.spec.pad_token_id}
     feats, labels = [], []
-    for f, tokens, pos, open_ in trace:
+    for f, tokens, pos, open_, _ in trace:
         keep = open_[0] & ~torch.isin(final[pos], torch.tensor(sorted(ends)))
         feats.append(f[0][keep])
         labels.append((tokens[0] == final[pos])[keep].float())

@@ -175,7 +175,7 @@ def decode_rows(
     drop_rows: Callable[[], Sequence[int]] | None = None,  # rows to end now (callers gone)
     first_tokens: Sequence[Sequence[int]] | None = None,  # per row, else cfg.first_tokens
     finality: FinalityFilter | None = None,  # with cfg.filter_threshold: what to commit
-    trace: list | None = None,  # gets (features, tokens, positions, open) of every step
+    trace: list | None = None,  # gets (features, tokens, positions, open, picked) a step
 ) -> SampleResult:
     """The decoding loop over prepared rows: :func:`sample` for one request, or several
     requests padded to one layout (``batching.py``; no expand tokens there). Token healing
@@ -277,8 +277,6 @@ def decode_rows(
             if use_filter or trace is not None:
                 feats = features(full, tokens, m, span_of[pos], torch.isin(tokens, end_bias_ids),
                                  steps)
-                if trace is not None:
-                    trace.append((feats, tokens.clone(), pos.clone(), m.clone()))
             if use_filter:  # the filter decides; the most confident still goes first
                 assert finality is not None
                 trusted = finality(feats) >= cfg.filter_threshold
@@ -294,6 +292,8 @@ def decode_rows(
                 close &= ~(still[:, torch.searchsorted(slots, pos)]
                            & torch.isin(tokens, no_blank_end))
             pick |= close
+            if trace is not None:  # what the step saw, and what it committed
+                trace.append((feats, tokens.clone(), pos.clone(), m.clone(), pick.clone()))
             steps_left = max(cfg.max_steps - steps, 1)
             old = x[:, pos]
             x[:, pos] = torch.where(pick, tokens, old)
