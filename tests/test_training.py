@@ -13,12 +13,7 @@ import torch
 from dlm_lsp.config import Settings
 from dlm_lsp.model.checkpoint import load_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
-from dlm_lsp.model.random_checkpoint import stdlib_texts
-from dlm_lsp.pipeline.engine import Engine
-from training.corpus import normalise, reject_reason
-from training.data import Batcher, Prepared, node_spans, pick_middle
-from training.export import export, total_tokens
-from training.objective import (
+from dlm_lsp.model.objective import (
     IGNORE,
     Specials,
     ar_fim_row,
@@ -27,6 +22,11 @@ from training.objective import (
     infill_row,
     slot_targets,
 )
+from dlm_lsp.model.random_checkpoint import stdlib_texts
+from dlm_lsp.pipeline.engine import Engine
+from training.corpus import normalise, reject_reason
+from training.data import Batcher, Prepared, node_spans, pick_middle
+from training.export import export, total_tokens
 from training.report import render
 from training.shapes import init_weights, model_config
 from training.tokenizer import train_tokenizer

@@ -25,8 +25,7 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from training.corpus import read_split
-from training.objective import (
+from dlm_lsp.model.objective import (
     IGNORE,
     Row,
     Specials,
@@ -37,6 +36,7 @@ from training.objective import (
     fit_context,
     infill_row,
 )
+from training.corpus import read_split
 from training.tokenizer import train_tokenizer
 
 MAX_MIDDLE_TOKENS = 95  # the server's block budget is 96 slots (one left for <eos>)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from training.objective import (
+from dlm_lsp.model.objective import (
     Specials,
     ar_fim_row,
     ar_row,
@@ -83,7 +83,7 @@ class TokenRows:
         return infill_row(prefix, middle, suffix, slots, "eos", sp, rng, end_weight=2.0)
 
     def batch(self, size: int, objective: str, device: torch.device) -> dict:
-        from training.objective import IGNORE
+        from dlm_lsp.model.objective import IGNORE
 
         rows = [self.row(objective) for _ in range(size)]
         ids = torch.full((size, self.T), self.sp.pad, dtype=torch.long)
