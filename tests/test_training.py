@@ -13,6 +13,7 @@ import torch
 from dlm_lsp.config import Settings
 from dlm_lsp.model.checkpoint import load_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
+from dlm_lsp.model.middles import node_spans, pick_middle
 from dlm_lsp.model.objective import (
     IGNORE,
     Specials,
@@ -20,17 +21,17 @@ from dlm_lsp.model.objective import (
     diffusion_row,
     fit_context,
     infill_row,
+    loss_on,
     slot_targets,
 )
 from dlm_lsp.model.random_checkpoint import stdlib_texts
 from dlm_lsp.pipeline.engine import Engine
 from training.corpus import normalise, reject_reason
-from training.data import Batcher, Prepared, node_spans, pick_middle
+from training.data import Batcher, Prepared
 from training.export import export, total_tokens
 from training.report import render
 from training.shapes import init_weights, model_config
 from training.tokenizer import train_tokenizer
-from training.train import loss_on
 
 SP = Specials(mask=2, pad=0, eos=1, expand=3, fim_prefix=4, fim_suffix=5, fim_middle=6)
 CODE = ("def add(a, b):\n    return a + b\n\n\n"

@@ -11,12 +11,9 @@ trained tokenizer, every train file tokenized into one uint16 stream (files sepa
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import multiprocessing
 import random
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from dlm_lsp.model.middles import node_spans, pick_middle
 from dlm_lsp.model.objective import (
     IGNORE,
     Row,
@@ -41,59 +39,6 @@ from training.tokenizer import train_tokenizer
 
 MAX_MIDDLE_TOKENS = 95  # the server's block budget is 96 slots (one left for <eos>)
 END_WEIGHT = 2.0  # loss weight of a middle's <eos> slot (see objective.infill_row)
-MIDDLE_KINDS = (("line_rest", 0.3), ("lines", 0.3), ("node", 0.25), ("random_span", 0.15))
-
-
-def node_spans(text: str, max_chars: int = 800) -> list[tuple[int, int]]:
-    """(start, end) character offsets of statements and expressions, for AST middles."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
-    lines = text.splitlines(keepends=True)
-    starts = np.cumsum([0] + [len(line) for line in lines]).tolist()
-
-    def offset(lineno: int, col: int) -> int:  # ast columns count UTF-8 bytes
-        line = lines[lineno - 1] if lineno - 1 < len(lines) else ""
-        return starts[lineno - 1] + len(line.encode()[:col].decode(errors="ignore"))
-
-    spans = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.stmt, ast.expr)) and getattr(node, "end_lineno", None):
-            a = offset(node.lineno, node.col_offset)
-            b = offset(node.end_lineno, node.end_col_offset)
-            if 2 <= b - a <= max_chars:
-                spans.append((a, b))
-    return spans
-
-
-def pick_middle(text: str, spans: Sequence[Sequence[int]],
-                rng: random.Random, kind: str | None = None) -> tuple[int, int]:
-    """A middle [start, end) of one of the kinds an editor asks for (`kind`, or drawn by
-    the weights of MIDDLE_KINDS)."""
-    if kind is None:
-        kind = rng.choices([k for k, _ in MIDDLE_KINDS], [w for _, w in MIDDLE_KINDS])[0]
-    if kind == "node" and len(spans):
-        a, b = spans[rng.randrange(len(spans))]
-        return int(a), int(b)
-    line_starts = [0] + [m.end() for m in re.finditer("\n", text) if m.end() < len(text)]
-    i = rng.randrange(len(line_starts))
-    start = line_starts[i]
-    end_of = text.find("\n", start)
-    end_of = len(text) if end_of < 0 else end_of
-    if kind == "lines":  # whole lines with their newline, as a block completion writes them
-        k = min(len(line_starts) - i, 1 + int(rng.expovariate(0.5)))
-        stop = line_starts[i + k] if i + k < len(line_starts) else len(text)
-        return start, stop
-    if kind == "random_span":
-        a = rng.randrange(len(text))
-        return a, min(len(text), a + 1 + int(rng.expovariate(1 / 60)))
-    # rest of a line from a cursor inside it (at its indentation or later); sometimes only
-    # part of it, as when the cursor sits before a closing bracket
-    indent = len(text[start:end_of]) - len(text[start:end_of].lstrip())
-    cursor = rng.randint(start if rng.random() < 0.3 else start + indent, end_of)
-    stop = end_of if rng.random() < 0.8 else rng.randint(cursor, end_of)
-    return cursor, stop
 
 
 @dataclass
@@ -200,7 +145,7 @@ class Batcher:
     def _fim_parts(self) -> tuple[list[int], list[int], list[int], list[int]]:
         """(project snippets, prefix, middle, suffix) token lists of one infilling row."""
         rng = self.rng
-        with_repo = rng.random() < self.repo_rate
+        with_repo = self.repo_rate > 0 and rng.random() < self.repo_rate  # no draw without
         for _ in range(20):
             snippets: list[int] = []
             if with_repo:

@@ -123,10 +123,10 @@ def distill_loss(model, examples: list[Example], rng: random.Random, mask_id: in
 def train(args: argparse.Namespace) -> Path:
     from bench.infill import Infiller
     from dlm_lsp.config import Settings
+    from dlm_lsp.model.objective import loss_on
     from dlm_lsp.pipeline.engine import Engine
     from training.data import Batcher, load_prepared
     from training.export import export
-    from training.train import loss_on
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

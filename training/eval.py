@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dlm_lsp.model.middles import node_spans, pick_middle
 from training.corpus import read_split
-from training.data import node_spans, pick_middle
 
 MODE_OF = {"line_rest": "line", "lines": "block", "node": "span", "random_span": "span"}
 

@@ -36,7 +36,8 @@ THRESHOLDS = (0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
 
 def middles(corpus: Path, data: Path, n: int, seed: int) -> list[tuple[str, int, int, str]]:
     """(text with the middle cut out, cursor, middle, mode) for `n` corpus middles."""
-    from training.data import MIDDLE_KINDS, load_prepared, pick_middle
+    from dlm_lsp.model.middles import MIDDLE_KINDS, pick_middle
+    from training.data import load_prepared
 
     prepared = load_prepared(data, corpus)
     rng = random.Random(seed)

@@ -105,8 +105,9 @@ def train(args: argparse.Namespace) -> None:
     from tokenizers import Tokenizer
 
     from dlm_lsp.model.denoiser import Denoiser
+    from dlm_lsp.model.objective import loss_on
     from training.shapes import model_config
-    from training.train import Ranks, loss_on, lr_at
+    from training.train import Ranks, lr_at
 
     ranks = Ranks()
     device = torch.device(f"cuda:{ranks.local}" if torch.cuda.is_available() else "cpu")

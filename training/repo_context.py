@@ -61,7 +61,7 @@ def _encode(text: str) -> list[int]:
 def package_examples(job: tuple[list[int], list[str], list[str], list[np.ndarray], int, int]
                      ) -> list[tuple[int, int, int, list[tuple[int, int, int]]]]:
     """(file, start, end, snippets) examples for one package's files (by corpus index)."""
-    from training.data import pick_middle
+    from dlm_lsp.model.middles import pick_middle
 
     ids, paths, texts, spans, per_file, seed = job
     index = WorkspaceIndex()

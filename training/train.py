@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
 from dlm_lsp.model.autoregressive import FIM_ORDERS
 from dlm_lsp.model.checkpoint import weight_files
 from dlm_lsp.model.denoiser import Denoiser, count_parameters
+from dlm_lsp.model.objective import head_loss, loss_on
 from training.data import Batcher, load_prepared
 from training.export import checkpoint_facts, export, state_facts
 from training.shapes import SIZES, init_weights, model_config
@@ -51,31 +51,6 @@ def load_weights(model: Denoiser, source: Path) -> dict:
     state = torch.load(source, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     return state_facts(source, state)
-
-
-def head_loss(lm_head: torch.nn.Module, h: torch.Tensor, targets: torch.Tensor,
-              weights: torch.Tensor) -> torch.Tensor:
-    """Sum of weighted cross-entropies of the scored rows `h` (N, C). Compiled, the output
-    layer and its softmax are fused: a third of an AR step on CPU otherwise."""
-    ce = F.cross_entropy(lm_head(h).float(), targets, reduction="none")
-    return (ce * weights).sum()
-
-
-def loss_on(model: Denoiser, batch: dict[str, torch.Tensor], causal: bool,
-            shift: bool = False, hidden=None, head=None) -> torch.Tensor:  # noqa: ANN001
-    """Weighted cross-entropy, normalised by the scored positions of the batch.
-
-    Logits are computed only where the loss is: the masked positions of a diffusion row
-    (about half of them) save a third of the step on CPU, where the output layer is large.
-    `hidden` and `head` are `model.hidden_states` and `head_loss`, or compiled versions.
-    """
-    hidden, head = hidden or model.hidden_states, head or head_loss
-    h = hidden(batch["ids"], causal=causal, key_mask=batch["key_mask"])
-    weights, targets = batch["weights"], batch["targets"]
-    if shift:  # position j predicts token j + 1, as the AR model it started from (Dream)
-        h, weights, targets = h[:, :-1], weights[:, 1:], targets[:, 1:]
-    scored = weights > 0
-    return head(model.lm_head, h[scored], targets[scored], weights[scored]) / batch["scored"].sum()
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine",
