@@ -95,7 +95,8 @@ def test_a_stop_file_ends_the_run_at_once_with_its_state_saved(data_dirs, tmp_pa
 def test_rows_with_the_project_show_snippets_as_the_server_renders_them(data_dirs, tmp_path):
     import shutil
 
-    from training.data import Batcher, load_prepared
+    from dlm_lsp.model.batcher import Batcher
+    from training.data import load_prepared
     from training.repo_context import prepare as prepare_repo
 
     corpus, data = data_dirs

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dlm_lsp.config import Settings
+from dlm_lsp.model.batcher import Batcher, Prepared
 from dlm_lsp.model.checkpoint import load_checkpoint
 from dlm_lsp.model.denoiser import Denoiser
 from dlm_lsp.model.middles import node_spans, pick_middle
@@ -27,7 +28,6 @@ from dlm_lsp.model.objective import (
 from dlm_lsp.model.random_checkpoint import stdlib_texts
 from dlm_lsp.pipeline.engine import Engine
 from training.corpus import normalise, reject_reason
-from training.data import Batcher, Prepared
 from training.export import export, total_tokens
 from training.report import render
 from training.shapes import init_weights, model_config

@@ -123,9 +123,10 @@ def distill_loss(model, examples: list[Example], rng: random.Random, mask_id: in
 def train(args: argparse.Namespace) -> Path:
     from bench.infill import Infiller
     from dlm_lsp.config import Settings
+    from dlm_lsp.model.batcher import Batcher
     from dlm_lsp.model.objective import loss_on
     from dlm_lsp.pipeline.engine import Engine
-    from training.data import Batcher, load_prepared
+    from training.data import load_prepared
     from training.export import export
 
     torch.set_num_threads(args.threads)

@@ -101,11 +101,17 @@ def prepare(corpus: Path, data: Path, per_file: int, procs: int, seed: int = 0) 
                      [np.asarray(flat[starts[i]:starts[i + 1]]) for i in ids], per_file,
                      seed + k))
     examples = []
-    with multiprocessing.Pool(procs, initializer=_init,
-                              initargs=(str(data / "tokenizer.json"),)) as pool:
-        for found in tqdm(pool.imap_unordered(package_examples, jobs), total=len(jobs),
-                          desc="packages"):
-            examples.extend(found)
+    if procs <= 1:  # in this process (a fork of a threaded process can deadlock)
+        _init(str(data / "tokenizer.json"))
+        for job in tqdm(jobs, desc="packages"):
+            examples.extend(package_examples(job))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(procs, initializer=_init,
+                      initargs=(str(data / "tokenizer.json"),)) as pool:
+            for found in tqdm(pool.imap_unordered(package_examples, jobs), total=len(jobs),
+                              desc="packages"):
+                examples.extend(found)
     examples.sort()
     ptr = np.cumsum([0] + [len(e[3]) for e in examples])
     snippets = np.asarray([ref for e in examples for ref in e[3]], dtype=np.int32)

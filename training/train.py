@@ -32,10 +32,11 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from dlm_lsp.model.autoregressive import FIM_ORDERS
+from dlm_lsp.model.batcher import Batcher
 from dlm_lsp.model.checkpoint import weight_files
 from dlm_lsp.model.denoiser import Denoiser, count_parameters
 from dlm_lsp.model.objective import head_loss, loss_on
-from training.data import Batcher, load_prepared
+from training.data import load_prepared
 from training.export import checkpoint_facts, export, state_facts
 from training.shapes import SIZES, init_weights, model_config
 
