@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
                        "source checkout; its options: dlm-lsp bench --help")
     b.add_argument("options", nargs="*", help="passed to python -m bench")
 
+    a = sub.add_parser("adapt", help="fine-tune the embedded model on a repository's own code")
+    a.add_argument("directory", type=Path, nargs="?", default=Path("."))
+    a.add_argument("--model", default="embedded",
+                   help="the checkpoint to adapt (a dlm-lsp checkpoint; default the embedded)")
+    a.add_argument("--tokens", type=int, default=None,
+                   help="at most this many tokens of training (default 4,000,000)")
+    a.add_argument("--yes", action="store_true", help="start without asking")
+    a.add_argument("--forget", action="store_true", help="drop the repository's adapted model")
+    a.add_argument("--threads", type=int, default=0)
+
     r = sub.add_parser("random-checkpoint", help="write a random-weight checkpoint (for tests)")
     r.add_argument("path", type=Path)
     r.add_argument("--hidden-size", type=int, default=384)
@@ -176,6 +186,35 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from dlm_lsp import adapt
+    from dlm_lsp.model.checkpoint import ModelError, resolve_model_path
+
+    if not args.directory.is_dir():
+        raise UsageError(f"{args.directory} is not a directory")
+    if args.forget:
+        dropped = adapt.forget(args.directory)
+        print("adapted model dropped" if dropped else "no adapted model for this repository")
+        return 0
+    try:
+        model = resolve_model_path(args.model)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not (model / "dlm.json").is_file():
+        raise UsageError(f"{model} is a published checkpoint: adapt fine-tunes dlm-lsp's own "
+                         "models (the embedded one by default)")
+
+    def confirm() -> bool:
+        if args.yes or not sys.stdin.isatty():
+            return True
+        return input("Start? [Y/n] ").strip().lower() in ("", "y", "yes")
+
+    target = adapt.adapt(args.directory, model, args.tokens or adapt.MAX_BUDGET,
+                         confirm=confirm, threads=args.threads)
+    return 0 if target is not None else 2
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -259,6 +298,8 @@ def run_command(args: argparse.Namespace) -> int:
         return run_doctor(_settings(args.model, None))
     if args.command == "random-checkpoint":
         return cmd_random_checkpoint(args)
+    if args.command == "adapt":
+        return cmd_adapt(args)
     if args.command == "serve-http":
         require_extra("serve", "starlette", "uvicorn")
         from dlm_lsp.serving.serve_http import run

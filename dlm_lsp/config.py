@@ -56,6 +56,7 @@ class Settings:
     # read the workspace's source files into an index whose snippets join the context
     workspace_index: bool = True
     retrieval_share: float = 0.25  # of contextTokens, at most, for the workspace's snippets
+    adapted: bool = True  # with model "embedded": the model `dlm-lsp adapt` learnt here
     languages: list[str] = field(default_factory=list)  # languageIds to serve; empty = all
     enabled: bool = True  # false pauses completions (the editors' toggle)
     trust_remote_code: bool = False
@@ -166,6 +167,7 @@ CHECKS: dict[str, Check] = {
     "debounce_ms": _int(0, 5000),
     "workspace_index": _bool,
     "retrieval_share": _float(0.0, 0.9),
+    "adapted": _bool,
     "languages": _str_list,
     "enabled": _bool,
     "trust_remote_code": _bool,

@@ -13,6 +13,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from dlm_lsp import DISTRIBUTION, __version__
@@ -55,8 +56,18 @@ def run_doctor(settings: Settings) -> int:
         _line("tree-sitter", f"FAILED: {exc!r}")
         return 1
     _line("model setting", settings.model)
+    from dlm_lsp.adapt import find_adapted
+
+    adapted = find_adapted(Path.cwd()) if settings.model == "embedded" else None
+    if adapted is not None:
+        facts = json.loads((adapted / "dlm.json").read_text())["training"].get("adapted", {})
+        _line("adapted model", f"{adapted} (for {facts.get('repository')} at commit "
+                               f"{(facts.get('commit') or '?')[:12]}, {facts.get('date')}); "
+                               "the server uses it for this repository")
     _line("embedded model", "present" if embedded_available() else "not in this install")
     engine = Engine(settings)
+    if adapted is not None:  # what the server serves in this repository
+        engine.use_adapted(adapted)
     t0 = time.perf_counter()
     try:
         model = engine.load()

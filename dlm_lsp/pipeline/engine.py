@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,6 +90,8 @@ class Engine:
         self.last_stats: RunStats | None = None
         self.last_snippets: list[str] = []  # header lines of the last context's snippets
         self._shown: Shown | None = None  # the last completion, for typing ahead
+        # a model learnt for the workspace (``dlm-lsp adapt``), used in place of "embedded"
+        self.adapted: Path | None = None
 
     # -- model lifecycle ---------------------------------------------------------------
     def update_settings(self, settings: Settings) -> None:
@@ -103,6 +106,17 @@ class Engine:
             self._model, self.state, self.error = None, "idle", None
             self.cache.clear()
 
+    def use_adapted(self, path: Path | None) -> None:
+        """Serve `path` (an adapted model) while the model setting is "embedded"; None: the
+        embedded model itself. A change loads the model again on next use."""
+        if path == self.adapted:
+            return
+        self.adapted = path
+        self._generation += 1
+        self._model, self.state, self.error = None, "idle", None
+        self._shown = None
+        self.cache.clear()
+
     def load(self, progress: Progress | None = None) -> LoadedModel:
         """The loaded model; loads it on first call. Raises ModelError with a user message."""
         with self._lock:
@@ -113,7 +127,8 @@ class Engine:
             try:
                 if progress:
                     progress(f"Resolving model {settings.model!r}", 5)
-                path = resolve_model_path(settings.model)
+                path = (self.adapted if self.adapted is not None and settings.model ==
+                        "embedded" else resolve_model_path(settings.model))
                 if progress:
                     progress(f"Loading {path}", 30)
                 if settings.threads:

@@ -21,6 +21,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from dlm_lsp import __version__
+from dlm_lsp.adapt import find_adapted
 from dlm_lsp.config import Settings, apply_settings, settings_values
 from dlm_lsp.model import hub
 from dlm_lsp.model.errors import NotDownloaded
@@ -219,6 +220,21 @@ class DlmServer(LanguageServer):
                 out.append(OtherDocument(uri.rsplit("/", 1)[-1], doc.source))
         return out[:MAX_OTHER_DOCS]
 
+    def pick_adapted(self) -> None:
+        """Serve the model ``dlm-lsp adapt`` learnt for the first workspace folder, when the
+        model setting is "embedded" (and the ``adapted`` setting allows it)."""
+        use = getattr(self.engine, "use_adapted", None)
+        if use is None:  # the remote backend
+            return
+        path = None
+        root = uri_path(self.roots[0]) if self.roots else None
+        if root is not None and self.settings.adapted and self.settings.model == "embedded":
+            path = find_adapted(root)
+        if path != self.engine.adapted:
+            use(path)
+            if path is not None:
+                self.log_info(f"dlm: using the model adapted to this repository ({path})")
+
     # -- the workspace index --------------------------------------------------------------
     def start_indexing(self) -> None:
         """Index the workspace roots in the background (when the setting allows it)."""
@@ -307,6 +323,10 @@ class DlmServer(LanguageServer):
         index_on = settings.workspace_index and not self.settings.workspace_index
         self.settings = settings
         self.engine.update_settings(settings)
+        if self.loop is not None:
+            before = getattr(self.engine, "adapted", None)
+            self.pick_adapted()
+            reload = reload or getattr(self.engine, "adapted", None) != before
         if not settings.workspace_index:
             self.stop_indexing()
         elif index_on and self.loop is not None:
@@ -456,6 +476,7 @@ def initialize(ls: DlmServer, params: types.InitializeParams) -> None:
 async def initialized(ls: DlmServer, params: types.InitializedParams) -> None:
     await ls.pull_configuration()  # before loading, so a configured model loads only once
     ls.loop = asyncio.get_running_loop()
+    ls.pick_adapted()
     ls.start_model_load()
     ls.start_indexing()
     await watch_files(ls)
@@ -748,6 +769,7 @@ async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
         "cacheHits": e.cache.hits,
         "pendingFutures": len(ls.protocol._request_futures),
         "workspace": ls.indexer.status() if ls.indexer is not None else {"state": "off"},
+        "adaptedModel": str(getattr(e, "adapted", None) or "") or None,
         "modelLanguages": ls.model_languages() or "all",
         "unservedLanguages": sorted(ls.unserved),
         "lastRun": None if stats is None else stats.__dict__,
