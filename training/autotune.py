@@ -93,7 +93,7 @@ def measure(flags: list[str], size: str, objective: str, seq_len: int, batch: in
         rows = [json.loads(x) for x in Path(f"{tmp}/run/log.jsonl").read_text().splitlines()]
     windows = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]
     return {"tokens_per_s": round(statistics.median(windows)) if windows else 0,
-            "wall_s": round(time.perf_counter() - t0)}
+            "windows": windows, "wall_s": round(time.perf_counter() - t0)}
 
 
 def best_config(size: str, objective: str, seq_len: int = 576, batch: int = 8,

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+from training.autotune import measure as autotune_measure
 
 # label -> (objective, flags)
 CONFIGS: list[tuple[str, str, list[str]]] = [
@@ -42,19 +40,8 @@ CONFIGS: list[tuple[str, str, list[str]]] = [
 
 
 def measure(objective: str, flags: list[str], steps: int, data: Path, corpus: Path) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "training.train", "--objective", objective,
-               "--out", f"{tmp}/run", "--steps", str(steps), "--batch", "8",
-               "--eval-every", "100000", "--save-every", "100000", "--data", str(data),
-               "--corpus", str(corpus), "--warmup", "5", *flags]
-        if objective == "diffusion":
-            cmd.append("--logits-shift")
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        rows = [json.loads(x) for x in Path(f"{tmp}/run/log.jsonl").read_text().splitlines()]
-    windows = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]
-    return {"tokens_per_s": round(statistics.median(windows)), "windows": windows,
-            "wall_s": round(time.perf_counter() - t0)}
+    """Tokens/s of `flags` at the shipped shape (``training.autotune.measure``)."""
+    return autotune_measure(flags, "small", objective, 576, 8, data, corpus, steps)
 
 
 def main(argv: list[str] | None = None) -> None:
