@@ -15,12 +15,15 @@ single-line mode with the file alone, and with the index's snippets taking up to
 
 **scale**: ``--files`` Python files of the training corpus as one workspace: index time,
 the index's own memory estimate and the process's RSS growth, and the selection time of
-200 cursors (p50/p95).
+200 cursors (p50/p95). Then the language server itself is started on that workspace and
+asked for completions at once, while it indexes in the background, and again without the
+workspace: the first completions' latency with and without indexing under way.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import resource
@@ -162,11 +165,58 @@ def scale(args: argparse.Namespace) -> dict:
             ms.append((time.perf_counter() - t) * 1e3)
         ms.sort()
         stats = index.stats()
+        first = {"with_workspace": asyncio.run(first_completions(root, args.model)),
+                 "without": asyncio.run(first_completions(None, args.model))}
     return {"files_written": written, "files_indexed": stats["files"], "chunks": stats["chunks"],
             "index_s": round(build_s, 1), "index_estimate_mb": round(stats["bytes"] / 1e6, 1),
             "rss_growth_mb": round((rss1 - rss0) / 1024, 1),
             "select_p50_ms": round(ms[len(ms) // 2], 2),
-            "select_p95_ms": round(ms[int(len(ms) * 0.95)], 2)}
+            "select_p95_ms": round(ms[int(len(ms) * 0.95)], 2), "first_completions": first}
+
+
+async def first_completions(root: Path | None, model: str, n: int = 10) -> dict:
+    """The language server on `root` (indexing it in the background) or on no workspace:
+    the latency of the first `n` completions, asked as soon as the model is ready."""
+    import sysconfig
+
+    from lsprotocol import types
+    from pygls.lsp.client import LanguageClient
+
+    source = Path(sysconfig.get_paths()["stdlib"]) / "argparse.py"
+    text = source.read_text()
+    client = LanguageClient("dlm-bench", "0.1")
+    await client.start_io(sys.executable, "-m", "dlm_lsp")
+    params = types.InitializeParams(capabilities=types.ClientCapabilities(),
+                                    initialization_options={"model": model, "debounceMs": 0})
+    if root is not None:
+        params.workspace_folders = [types.WorkspaceFolder(uri=root.as_uri(), name="ws")]
+    await client.initialize_async(params)
+    client.initialized(types.InitializedParams())
+    client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(
+        uri=source.as_uri(), language_id="python", version=1, text=text)))
+
+    async def status() -> dict:
+        return await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="dlm.status"))
+
+    while (await status())["state"] not in ("ready", "error"):
+        await asyncio.sleep(0.05)
+    lines = text.split("\n")
+    ms, states = [], []
+    for i in range(n):
+        line = 200 + 37 * i
+        col = len(lines[line]) - len(lines[line].lstrip()) + len(lines[line].strip()) // 2
+        t0 = time.perf_counter()
+        await client.text_document_completion_async(types.CompletionParams(
+            types.TextDocumentIdentifier(source.as_uri()), types.Position(line, col)))
+        ms.append((time.perf_counter() - t0) * 1e3)
+        states.append((await status())["workspace"]["state"])
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    ms_sorted = sorted(ms)
+    return {"p50_ms": round(ms_sorted[len(ms) // 2], 1), "max_ms": round(max(ms), 1),
+            "indexing_during": states.count("indexing")}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -63,3 +63,24 @@ def test_replaced_range_is_excluded_from_both_windows():
     text = "a = 1\nb = 2\nc = 3\n"
     ctx = build_context(text, text.index("b"), encode, 64, end=text.index("c"))
     assert ctx.prefix == "a = 1\n" and ctx.suffix == "c = 3\n"
+
+
+def test_project_snippets_take_at_most_their_share_and_the_file_gets_the_rest():
+    text = numbered(400)
+    offset = text.index("line_0200")
+    asked: list[int] = []
+
+    def retrieve(prefix: str, suffix: str, enc, budget: int) -> list[str]:  # noqa: ANN001
+        asked.append(budget)
+        assert prefix.endswith("line_0199 = 199\n") and suffix.startswith("line_0200")
+        snippet = "# Path: util.py\ndef helper(value):\n    return value\n\n"
+        return [snippet] if len(enc(snippet)) <= budget else []
+
+    ctx = build_context(text, offset, encode, 256, retrieve=retrieve, retrieval_share=0.25)
+    assert asked == [64]  # a quarter of the budget
+    assert ctx.snippets and ctx.prefix.startswith("# Path: util.py\n")
+    file_tokens = len(ctx.prefix_ids) - len(encode(ctx.snippets[0])) + len(ctx.suffix_ids)
+    assert len(ctx.prefix_ids) + len(ctx.suffix_ids) <= 256 and file_tokens > 0.75 * 200
+    plain = build_context(text, offset, encode, 256, retrieve=retrieve, retrieval_share=0.0)
+    assert not plain.snippets and plain.tokens > ctx.tokens - len(encode(ctx.snippets[0])) - 1
+    assert asked == [64]  # a share of 0 asks nothing

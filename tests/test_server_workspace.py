@@ -144,3 +144,17 @@ async def test_a_file_in_a_language_the_model_was_not_trained_on_gets_one_clear_
     open_doc(client, "x = \n", uri=py)
     result = await client.text_document_completion_async(completion_params(0, 4, uri=py))
     assert result.items  # Python is served
+
+
+async def test_the_status_reports_tokens_per_forward_pass(client: LanguageClient,
+                                                          parrot_checkpoint):
+    await client.initialize_session(init_params(settings(parrot_checkpoint)))
+    await wait_ready(client)
+    assert (await status(client))["tokensPerPass"] == {"last": None, "mean": None}
+    uri = "file:///work/tpp.py"
+    open_doc(client, "x = \n", uri=uri)
+    await client.text_document_completion_async(completion_params(0, 4, uri=uri))
+    st = await status(client)
+    run = st["lastRun"]
+    assert st["tokensPerPass"]["last"] == round(run["tokens"] / run["forward_passes"], 3) > 1
+    assert st["tokensPerPass"]["mean"] == st["tokensPerPass"]["last"]

@@ -114,6 +114,7 @@ class DlmServer(LanguageServer):
         self._shown: set[str] = set()
         self.roots: list[str] = []  # workspace folder URIs
         self.unserved: set[str] = set()  # languages the model does not serve, told once
+        self.decoded = [0, 0]  # tokens and forward passes of the completions decoded
         self.indexer: WorkspaceIndexer | None = None
 
     # -- transports ------------------------------------------------------------------------
@@ -574,7 +575,16 @@ async def _complete_at(ls: DlmServer, uri: str, position: types.Position,
     others = [] if retrieve is not None else ls.others(snap)  # the index holds open buffers
     outcome = await ls.in_model_thread(snap, kind, lambda cancel: ls.engine.complete(
         snap.text, offset, snap.language, others, cancel, retrieve))
-    return None if outcome is None else (snap, outcome)
+    if outcome is None:
+        return None
+    stats = outcome.stats
+    if stats is not None and not stats.cached and stats.forward_passes:
+        ls.decoded[0] += stats.tokens
+        ls.decoded[1] += stats.forward_passes
+        log.info("%s: %d tokens in %d forward passes (%.2f a pass), %.0f ms", kind,
+                 stats.tokens, stats.forward_passes, stats.tokens / stats.forward_passes,
+                 stats.ms)
+    return snap, outcome
 
 
 @SERVER.feature(types.TEXT_DOCUMENT_COMPLETION,
@@ -773,6 +783,10 @@ async def cmd_status(ls: DlmServer, *args: Any) -> dict[str, Any]:
         "modelLanguages": ls.model_languages() or "all",
         "unservedLanguages": sorted(ls.unserved),
         "lastRun": None if stats is None else stats.__dict__,
+        "tokensPerPass": {  # of the completions decoded since the server started
+            "last": round(stats.tokens / stats.forward_passes, 3)
+            if stats is not None and stats.forward_passes else None,
+            "mean": round(ls.decoded[0] / ls.decoded[1], 3) if ls.decoded[1] else None},
         "lastSnippets": getattr(e, "last_snippets", []),
         "settings": settings_values(ls.settings),
     }
