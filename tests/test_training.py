@@ -401,3 +401,24 @@ def test_the_distillation_loss_is_lower_when_the_slots_agree_with_the_models_ans
     with torch.no_grad():  # the same predictions, held with more certainty
         sharp.lm_head.weight.mul_(4.0)
     assert loss(sharp, own, 0.5) < loss(model, own, 0.5)  # certainty is rewarded
+
+
+def test_the_report_renders_a_row_of_aup_per_model():
+    from training.report import aup_section
+
+    def run(q, tpp):
+        return {s: {"quality": q, "tokens_per_pass": tpp}
+                for s in ("obvious", "heldout", "single", "multi")}
+
+    aup = {"date": "2026-12-04", "machine": {"cpu": "x"},
+           "models": {"embedded": {"one token a step": run(20.0, 0.9),
+                                   "threshold 0.9 (default)": run(19.0, 1.4)},
+                      "AR twin": {"left to right": run(30.0, 1.0)}},
+           "aup": {"embedded": {"obvious": 25.0, "heldout": 1.0, "single": 2.0, "multi": 3.0,
+                                "mean": 7.75},
+                   "AR twin": {"obvious": 30.0, "heldout": 1.0, "single": 2.0, "multi": 3.0,
+                               "mean": 9.0}}}
+    text = "\n".join(aup_section(aup))
+    assert "| embedded | 25.00 | 1.00 | 2.00 | 3.00 | 7.75 | 20.0 @ 0.90 | 20.0 @ 0.90 | " \
+           "19.0 @ 1.40 | 19.0 @ 1.40 |" in text
+    assert "| AR twin | 30.00 |" in text and "30.0 @ 1.00" in text

@@ -104,11 +104,41 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
                          r["all"].get("mean_ms", "")] for name, r in mech.items()])
     if latency:
         lines += latency_section(latency)
+    aup = _load(results.parent.parent / "bench" / "results" / "aup.json")
+    if aup:
+        lines += aup_section(aup)
     lines += ["", "![loss curves](loss.png)", ""]
     if (results.parent / "campaign" / "progress.png").is_file():
         lines += ["![the campaign's quick evaluation against tokens trained]"
                   "(../campaign/progress.png)", ""]
     return "\n".join(lines)
+
+
+def aup_section(aup: dict) -> list[str]:
+    """``bench.aup``: AUP per model and set, and quality / tokens per pass at the defaults
+    and at one token a step, one row per model."""
+    sets = ("obvious", "heldout", "single", "multi")
+    m = aup["machine"]
+    lines = ["", f"## Accuracy under parallelism ({aup['date']}, {m['cpu']}, "
+             f"`python -m bench.aup`)", "",
+             "AUP as d3LLM defines it (quality weighted against tokens per forward pass, "
+             "over the decoding settings of `bench/aup.py`); then each model's quality and "
+             "tokens per pass decoding one token a step and at its defaults.", ""]
+    rows = []
+    for name, scores in aup["aup"].items():
+        runs = aup["models"][name]
+        one = runs.get("one token a step") or next(iter(runs.values()))
+        default = runs.get("threshold 0.9 (default)") or one
+        rows.append([name, *(scores[s] for s in sets), scores["mean"],
+                     *(f"{one[s]['quality']:.1f} @ {one[s]['tokens_per_pass']:.2f}"
+                       for s in ("obvious", "single")),
+                     *(f"{default[s]['quality']:.1f} @ {default[s]['tokens_per_pass']:.2f}"
+                       for s in ("obvious", "single"))])
+    lines += table(["model", "AUP obvious", "AUP held-out", "AUP HumanEval single",
+                    "AUP HumanEval multi", "AUP mean", "obvious, one a step",
+                    "HumanEval single, one a step", "obvious, defaults",
+                    "HumanEval single, defaults"], rows)
+    return lines + ["", "![quality against tokens per pass](../../bench/results/aup.png)", ""]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
