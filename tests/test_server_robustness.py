@@ -241,3 +241,21 @@ async def test_notifications_leave_nothing_behind_in_the_server(client: Language
     st = await status(client, [{"uri": URI}])
     assert st["document"]["version"] == 301  # every change was handled
     assert st["pendingFutures"] <= before + 1  # this status request itself at most
+
+
+def test_shutdown_cancels_a_pending_notification_future_without_error():
+    """A notification still running when ``shutdown`` arrives is cancelled; dropping its
+    future must not change the dict pygls is iterating (it did: 'dictionary changed size')."""
+    from concurrent.futures import Future
+
+    from dlm_lsp.protocol.server import DlmServer
+
+    protocol = DlmServer().protocol
+    pending: Future = Future()
+    protocol._request_futures["note-1"] = pending
+    protocol._notification_ids.add("note-1")
+    for _ in protocol.lsp_shutdown():
+        pass
+    assert pending.cancelled()
+    protocol._sweep_notification_futures()
+    assert "note-1" not in protocol._request_futures

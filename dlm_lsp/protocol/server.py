@@ -68,6 +68,10 @@ class DlmProtocol(LanguageServerProtocol):
     """Answers requests whose params do not fit their type (pygls drops them silently,
     which leaves the client waiting forever)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._notification_ids: set[Any] = set()
+
     def structure_message(self, data: dict[str, Any]) -> Any:
         try:
             return super().structure_message(data)
@@ -80,19 +84,23 @@ class DlmProtocol(LanguageServerProtocol):
     def _handle_notification(self, method_name: str, params: Any) -> None:
         """pygls files a future per notification under a made-up id and never drops it (only
         a response does): a ``didChange`` per keystroke grew the server without end. The
-        futures this notification added are dropped once done."""
+        futures notifications added are dropped once done, swept here rather than from a
+        done-callback: ``shutdown`` cancels futures while iterating the same dict."""
         before = set(self._request_futures)
         super()._handle_notification(method_name, params)
-        for msg_id in set(self._request_futures) - before:
-            future = self._request_futures[msg_id]
-            if future.done():
+        self._notification_ids.update(set(self._request_futures) - before)
+        self._sweep_notification_futures()
+
+    def _sweep_notification_futures(self) -> None:
+        for msg_id in list(self._notification_ids):
+            future = self._request_futures.get(msg_id)
+            if future is None or future.done():
                 self._request_futures.pop(msg_id, None)
-            else:
-                future.add_done_callback(
-                    lambda _f, m=msg_id: self._request_futures.pop(m, None))
+                self._notification_ids.discard(msg_id)
 
     def handle_message(self, message: Any) -> None:
         """After ``shutdown``, a request other than ``exit`` is an InvalidRequest (LSP)."""
+        self._sweep_notification_futures()
         method = getattr(message, "method", None)
         if self._shutdown and method not in (None, types.EXIT) and hasattr(message, "id"):
             error = JsonRpcInvalidRequest(f"the server is shut down; {method} is refused")
