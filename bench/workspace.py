@@ -1,17 +1,18 @@
 """Completions that know the project: held-out packages as workspaces, and the index at scale.
 
     python -m bench.workspace quality [--packages alembic kombu ...] [--cuts 500]
-                                      [--shares 0 0.15 0.25 0.4] [--adapted DIR]
+                                      [--shares 0 0.15 0.25 0.4] [--models N=DIR ...] [--adapt]
     python -m bench.workspace scale [--files 5000]
 
 **quality**: each package held out of the training corpus (``runs/corpus/heldout.jsonl``) is
-written out as a workspace and indexed as the server indexes one. ``--cuts`` lines are cut
-in its modules (``bench.heldout.cut_line``: at the indentation or a token boundary) and the
-cut file replaces the original in the index, so the answer is nowhere in the workspace
-unless the project writes that line twice. The model completes the rest of the line in
-single-line mode with the file alone, and with the index's snippets taking up to each
-``--shares`` of the context budget; with ``--adapted``, a model fine-tuned on the package
-(``dlm-lsp adapt``) too. Scored on exact rest of line, per package.
+written out as a workspace and indexed as the server indexes one. Its files are split 70/30
+(seeded); ``--cuts`` lines are cut in the 30 % (``bench.heldout.cut_line``: at the
+indentation or a token boundary) and the cut file replaces the original in the index, so
+the answer is nowhere in the workspace unless the project writes that line twice. Each
+model completes the rest of the line in single-line mode with the file alone, and with the
+index's snippets taking up to each ``--shares`` of the context budget; with ``--adapt``, the
+first model is also adapted (``dlm-lsp adapt``) to the package's other 70 % and completes
+the same cuts. Scored on exact rest of line, per package; a bar plot beside the JSON.
 
 **scale**: ``--files`` Python files of the training corpus as one workspace: index time,
 the index's own memory estimate and the process's RSS growth, and the selection time of
@@ -81,6 +82,31 @@ def retriever(index: WorkspaceIndex, path: str, text: str):  # noqa: ANN201
     return retrieve
 
 
+def split_files(files: dict[str, str], seed: int, held: float = 0.3) -> tuple[list, list]:
+    """(learnt, held back) file names: `dlm-lsp adapt` learns from the first, lines are cut
+    in the second (the answer is never in what a model was tuned on)."""
+    names = sorted(files)
+    random.Random(seed).shuffle(names)
+    k = max(1, int(len(names) * held))
+    return sorted(names[k:]), sorted(names[:k])
+
+
+def adapt_package(package: str, files: dict[str, str], learnt: list[str], model: str,
+                  cache: Path) -> Path | None:
+    """The model adapted to `learnt` files of the package (written out as a repository)."""
+    import os
+
+    from dlm_lsp import adapt
+    from dlm_lsp.model.checkpoint import resolve_model_path
+
+    root = cache / "repos" / package
+    for rel in learnt:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(files[rel])
+    os.environ["DLM_LSP_CACHE"] = str(cache)
+    return adapt.adapt(root, resolve_model_path(model), say=lambda m: print(m, flush=True))
+
+
 def quality(args: argparse.Namespace) -> dict:
     import torch
 
@@ -89,14 +115,23 @@ def quality(args: argparse.Namespace) -> dict:
     from dlm_lsp.pipeline.engine import Engine
 
     torch.set_num_threads(args.threads)
-    models = {"embedded": args.model} | ({"adapted": str(args.adapted)} if args.adapted else {})
+    models = dict(m.split("=", 1) if "=" in m else (m, m) for m in args.models)
     infillers = {k: Infiller(Engine(Settings(model=v, threads=args.threads)), k)
                  for k, v in models.items()}
-    result: dict = {"packages": {}, "cuts_per_package": args.cuts, "shares": args.shares}
+    result: dict = {"packages": {}, "cuts_per_package": args.cuts, "shares": args.shares,
+                    "models": models, "adapt": args.adapt}
+    cache = Path(tempfile.mkdtemp(prefix="dlm-adapt-"))
     for package in args.packages:
         files = package_files(args.corpus, package)
+        learnt, held = split_files(files, args.seed)
         index = index_package(files)
-        cuts = make_cuts(files, args.cuts, seed=args.seed)
+        cuts = make_cuts({k: files[k] for k in held}, args.cuts, seed=args.seed)
+        runs = dict(infillers)
+        if args.adapt:
+            tuned = adapt_package(package, files, learnt, next(iter(models.values())), cache)
+            if tuned is not None:
+                runs["adapted"] = Infiller(Engine(Settings(model=str(tuned),
+                                                           threads=args.threads)), "adapted")
         exact: dict[str, int] = {}
         for rel, cursor, end in tqdm(cuts, desc=package):
             original = files[rel]
@@ -105,7 +140,7 @@ def quality(args: argparse.Namespace) -> dict:
             path = f"/ws/{rel}"
             index.update(path, text, name=rel, language="python")  # the cut file, on disk
             retrieve = retriever(index, path, text)
-            for model_name, infiller in infillers.items():
+            for model_name, infiller in runs.items():
                 for share in args.shares:
                     key = f"{model_name} share {share:g}"
                     got = infiller(text, cursor, "line", retrieve=retrieve if share else None,
@@ -113,14 +148,39 @@ def quality(args: argparse.Namespace) -> dict:
                     exact[key] = exact.get(key, 0) + (got.text.rstrip() == want)
             index.update(path, original, name=rel, language="python")
         result["packages"][package] = {
-            "files": len(files), "cuts": len(cuts),
+            "files": len(files), "held_back_files": len(held), "cuts": len(cuts),
             "exact": {k: round(100 * v / len(cuts), 1) for k, v in exact.items()}}
         print(package, json.dumps(result["packages"][package]["exact"]), flush=True)
-    keys = list(next(iter(result["packages"].values()))["exact"])
+    keys = sorted({k for p in result["packages"].values() for k in p["exact"]})
     result["mean_exact"] = {k: round(statistics.mean(p["exact"][k] for p in
-                                                    result["packages"].values()), 1)
-                            for k in keys}
+                                                    result["packages"].values()
+                                                    if k in p["exact"]), 1) for k in keys}
     return result
+
+
+def plot(result: dict, path: Path) -> None:
+    """Rest-of-line exact per package and configuration (bars), mean last."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    packages = [*result["packages"], "mean"]
+    keys = list(result["mean_exact"])
+    values = {k: [result["packages"][p]["exact"].get(k, 0.0) for p in packages[:-1]]
+              + [result["mean_exact"][k]] for k in keys}
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / max(1, len(keys))
+    for i, k in enumerate(keys):
+        ax.bar([j + i * width for j in range(len(packages))], values[k], width, label=k)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(packages))], packages)
+    ax.set_ylabel("rest of line, exact %")
+    ax.set_title("Held-out packages as workspaces: the file alone, with the index's snippets, "
+                 "adapted", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def scale(args: argparse.Namespace) -> dict:
@@ -165,8 +225,9 @@ def scale(args: argparse.Namespace) -> dict:
             ms.append((time.perf_counter() - t) * 1e3)
         ms.sort()
         stats = index.stats()
-        first = {"with_workspace": asyncio.run(first_completions(root, args.model)),
-                 "without": asyncio.run(first_completions(None, args.model))}
+        model = args.models[0].split("=")[-1]
+        first = {"with_workspace": asyncio.run(first_completions(root, model)),
+                 "without": asyncio.run(first_completions(None, model))}
     return {"files_written": written, "files_indexed": stats["files"], "chunks": stats["chunks"],
             "index_s": round(build_s, 1), "index_estimate_mb": round(stats["bytes"] / 1e6, 1),
             "rss_growth_mb": round((rss1 - rss0) / 1024, 1),
@@ -225,8 +286,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["quality", "scale"])
     ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
-    ap.add_argument("--model", default="embedded")
-    ap.add_argument("--adapted", type=Path, default=None)
+    ap.add_argument("--models", nargs="+", default=["embedded"],
+                    help="NAME=DIR (or DIR) of each model to complete with")
+    ap.add_argument("--adapt", action="store_true",
+                    help="also a model adapted (dlm-lsp adapt) to each package's other files")
     ap.add_argument("--packages", nargs="+", default=PACKAGES)
     ap.add_argument("--cuts", type=int, default=500)
     ap.add_argument("--shares", nargs="+", type=float, default=[0.0, 0.15, 0.25, 0.4])
@@ -241,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
               **(quality(args) if args.command == "quality" else scale(args))}
     out = args.out or Path(f"bench/results/workspace_{args.command}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.command == "quality":
+        plot(result, out.with_suffix(".png"))
     print(json.dumps(result, indent=1))
 
 
