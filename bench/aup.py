@@ -27,10 +27,12 @@ import math
 import time
 from pathlib import Path
 
+from dlm_lsp.model.sampler import ONE_TOKEN_A_STEP
+
 ROOT = Path(__file__).resolve().parent.parent
 # name -> sampler overrides (on top of the server's line/block defaults)
 SETTINGS: dict[str, dict[str, object]] = {
-    "one token a step": {"threshold": 1.0, "window": 0, "max_steps": 1024},
+    "one token a step": ONE_TOKEN_A_STEP,
     "threshold 0.9 (default)": {},
     "threshold 0.7": {"threshold": 0.7},
     "threshold 0.5": {"threshold": 0.5},

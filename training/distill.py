@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dlm_lsp.model.checkpoint import load_checkpoint
-from dlm_lsp.model.sampler import sample
+from dlm_lsp.model.sampler import ONE_TOKEN_A_STEP, sample
 from training.finality import middles
 
 Example = dict[str, torch.Tensor]
@@ -46,7 +46,7 @@ def record(infiller, text: str, offset: int, mode: str) -> Example | None:  # no
     """One middle decoded one token a step: its row (fixed tokens and slots), the final
     token of every slot and the step each slot was committed at."""
     model = infiller.engine.load()
-    pieces, cfg, _, _ = infiller.prepare(text, offset, mode, threshold=1.0)
+    pieces, cfg, _, _ = infiller.prepare(text, offset, mode, **ONE_TOKEN_A_STEP)
     trace: list = []
     result = sample(model.denoiser, model.spec, pieces, cfg, trace=trace)
     ids: list[int] = []
@@ -139,7 +139,8 @@ def train(args: argparse.Namespace) -> Path:
     model, spec = loaded.denoiser, loaded.spec
     model.train()
     data = load_prepared(args.data, args.corpus)
-    batcher = Batcher(data, "diffusion", seq_len=spec.max_context, seed=3, fixed_length=True)
+    batcher = Batcher(data, "diffusion", seq_len=spec.max_context, seed=3, fixed_length=True,
+                      repo_rate=args.repo_rate)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     state_path = args.out / "state.pt"
@@ -163,10 +164,11 @@ def train(args: argparse.Namespace) -> Path:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         batch = [examples[rng.randrange(len(examples))] for _ in range(args.batch)]
-        loss, parts = distill_loss(model, batch, rng, spec.mask_token_id, spec.pad_token_id,
-                                   spec.logits_shift, args.entropy_weight)
-        corpus = loss_on(model, batcher.batch(args.batch), causal=False,
-                         shift=spec.logits_shift)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+            loss, parts = distill_loss(model, batch, rng, spec.mask_token_id, spec.pad_token_id,
+                                       spec.logits_shift, args.entropy_weight)
+            corpus = loss_on(model, batcher.batch(args.batch), causal=False,
+                             shift=spec.logits_shift)
         (loss + corpus).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -193,7 +195,8 @@ def train(args: argparse.Namespace) -> Path:
     spec_path = target / "dlm.json"
     out_spec = json.loads(spec_path.read_text())
     out_spec["training"]["distilled"] = {"spans": len(examples), "steps": step,
-                                         "entropy_weight": args.entropy_weight}
+                                         "entropy_weight": args.entropy_weight,
+                                         "repo_rate": args.repo_rate}
     spec_path.write_text(json.dumps(out_spec, indent=2) + "\n")
     return target
 
@@ -209,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--entropy-weight", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="autocast of the training forward (bf16 where the CPU has the units: "
+                         "python -m training.autotune says)")
+    ap.add_argument("--repo-rate", type=float, default=0.0,
+                    help="share of the corpus rows with project snippets before the prefix "
+                         "(training.repo_context), as in training.train")
     ap.add_argument("--out", type=Path, default=Path("runs/distill"))
     args = ap.parse_args(argv)
     print(train(args))

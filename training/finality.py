@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from dlm_lsp.model.finality import N_FEATURES, FinalityFilter
-from dlm_lsp.model.sampler import sample
+from dlm_lsp.model.sampler import ONE_TOKEN_A_STEP, sample
 
 RUNS = Path("runs/finality")
 MODES = {"line_rest": "line", "lines": "block", "node": "block", "random_span": "span"}
@@ -78,7 +78,7 @@ def collect(infiller, spans: list, out: Path) -> list[tuple[torch.Tensor, torch.
     for k in tqdm(range(len(done), len(spans)), desc="trajectories", initial=len(done),
                   total=len(spans)):
         text, offset, _, mode = spans[k]
-        f, y, _ = trajectory(infiller, text, offset, mode, threshold=1.0)
+        f, y, _ = trajectory(infiller, text, offset, mode, **ONE_TOKEN_A_STEP)
         done.append((f, y))
         if (k + 1) % 200 == 0:
             torch.save(done, out)
@@ -125,7 +125,7 @@ def choose_threshold(infiller, spans: list, agreement: float) -> tuple[float, li
             passes += r.forward_passes
         return texts, tokens / max(passes, 1)
 
-    reference, base_tpp = run(threshold=1.0)
+    reference, base_tpp = run(**ONE_TOKEN_A_STEP)
     rows = [{"threshold": "one token a step", "agreement": 1.0, "tokens_per_pass": base_tpp}]
     chosen = THRESHOLDS[0]
     for t in THRESHOLDS:
