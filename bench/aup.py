@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--single", type=int, default=200)
     ap.add_argument("--multi", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--with", dest="with_", type=Path, nargs="*", default=[],
+                    help="earlier results (same limits) whose models join this one's")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "aup.json")
     args = ap.parse_args(argv)
     models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in args.models)
@@ -171,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(args.threads),
               "limits": limits, **sweep(models, args.twin or None, limits, args.threads,
                                         SETTINGS)}
+    for earlier in args.with_:
+        before = json.loads(earlier.read_text())
+        if before["limits"] != limits:
+            raise SystemExit(f"{earlier} was measured on other subsets: {before['limits']}")
+        result["models"] = before["models"] | result["models"]
     result |= score(result)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out.with_suffix(".png"))

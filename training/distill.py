@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from dlm_lsp.model.checkpoint import load_checkpoint
 from dlm_lsp.model.sampler import ONE_TOKEN_A_STEP, sample
-from training.finality import middles
+from training.finality import middles, source_arguments
 
 Example = dict[str, torch.Tensor]
 
@@ -203,15 +203,11 @@ def train(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=Path("dlm_lsp/models/embedded"))
-    ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
-    ap.add_argument("--data", type=Path, default=Path("runs/data"))
-    ap.add_argument("--spans", type=int, default=6000)
+    source_arguments(ap, spans=6000)
     ap.add_argument("--minutes", type=float, default=90)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--entropy-weight", type=float, default=0.5)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                     help="autocast of the training forward (bf16 where the CPU has the units: "
                          "python -m training.autotune says)")

@@ -152,20 +152,25 @@ def install(model_dir: Path, target: Path, filt: FinalityFilter, threshold: floa
     return target
 
 
+def source_arguments(ap: argparse.ArgumentParser, spans: int) -> None:
+    """The model that decodes, the corpus middles it decodes and the threads it uses."""
+    ap.add_argument("--model", type=Path, default=Path("dlm_lsp/models/embedded"))
+    ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
+    ap.add_argument("--data", type=Path, default=Path("runs/data"))
+    ap.add_argument("--spans", type=int, default=spans)
+    ap.add_argument("--threads", type=int, default=2)
+
+
 def main(argv: list[str] | None = None) -> None:
     from bench.infill import Infiller
     from dlm_lsp.config import Settings
     from dlm_lsp.pipeline.engine import Engine
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=Path("dlm_lsp/models/embedded"))
-    ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
-    ap.add_argument("--data", type=Path, default=Path("runs/data"))
-    ap.add_argument("--spans", type=int, default=3000)
+    source_arguments(ap, spans=3000)
     ap.add_argument("--check", type=int, default=300)
     ap.add_argument("--agreement", type=float, default=0.97)
     ap.add_argument("--into", type=Path, default=None, help="checkpoint to install it into")
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
