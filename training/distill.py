@@ -198,7 +198,32 @@ def train(args: argparse.Namespace) -> Path:
                                          "entropy_weight": args.entropy_weight,
                                          "repo_rate": args.repo_rate}
     spec_path.write_text(json.dumps(out_spec, indent=2) + "\n")
+    plot(args.out / "log.jsonl", args.out / "curves.png")
     return target
+
+
+def plot(log: Path, png: Path, smooth: int = 50) -> None:
+    """The distillation's curves: cross-entropy toward the model's own answers, entropy of the
+    slots already right, and the corpus rows' diffusion loss (moving means of `smooth` steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax, key, title in zip(axes, ("ce", "entropy", "corpus"),
+                              ("cross-entropy toward its own answer", "entropy of right slots",
+                               "corpus rows, diffusion loss"), strict=True):
+        ys = [r[key] for r in rows]
+        means = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1])
+                 for i in range(len(ys))]
+        ax.plot([r["step"] for r in rows], means)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
