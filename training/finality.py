@@ -6,13 +6,13 @@
    token a step (single lines, blocks and spans, cut as the batcher cuts them, decoded as the
    server decodes them: context, healing, window). At every step each open slot of the
    window gives its features and whether its prediction is the token it ends with. Saved
-   under ``runs/finality/`` as they are collected, so a stopped run resumes.
+   under ``runs/finality/<model>/`` (``--out``) as they are collected, so a stopped run resumes.
 2. **Filter**: a 2-layer MLP fit to those labels (binary cross-entropy), spans split 90/10.
 3. **Default threshold**: on ``--check`` other middles, the lowest threshold whose answers
    equal the one-token-a-step answers at least ``--agreement`` of the time, with its tokens
    per pass.
 4. The filter is written as ``finality.safetensors`` beside the weights of ``--into`` (default:
-   a copy of the model under runs/finality/model) and named in its ``dlm.json``.
+   a copy of the model in the work folder) and named in its ``dlm.json``.
 """
 
 from __future__ import annotations
@@ -171,23 +171,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--check", type=int, default=300)
     ap.add_argument("--agreement", type=float, default=0.97)
     ap.add_argument("--into", type=Path, default=None, help="checkpoint to install it into")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="work folder (trajectories, report; default runs/finality/<model>)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    RUNS.mkdir(parents=True, exist_ok=True)
+    work = args.out or RUNS / args.model.resolve().name  # trajectories are the model's own
+    work.mkdir(parents=True, exist_ok=True)
     # without a filter of its own: the trajectories are the one-token-a-step decodes
     settings = Settings(model=str(args.model), threads=args.threads, parallel_filter=False)
     infiller = Infiller(Engine(settings), "denoiser")
     spans = middles(args.corpus, args.data, args.spans + args.check, seed=1)
-    data = collect(infiller, spans[:args.spans], RUNS / "trajectories.pt")
+    data = collect(infiller, spans[:args.spans], work / "trajectories.pt")
     filt, stats = fit(data)
     print(json.dumps(stats), flush=True)
     infiller.engine.load().finality = filt
     threshold, rows = choose_threshold(infiller, spans[args.spans:], args.agreement)
-    target = install(args.model, args.into or RUNS / "model", filt, threshold)
+    target = install(args.model, args.into or work / "model", filt, threshold)
     report = {"model": str(args.model), "spans": args.spans, "check": args.check,
               "agreement_wanted": args.agreement, "threshold": threshold, **stats,
               "thresholds": rows}
-    (RUNS / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (work / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1), "->", target)
 
 
