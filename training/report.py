@@ -108,9 +108,11 @@ def render(results: Path, diffusion: Path, ar: Path | None) -> str:
     if aup:
         lines += aup_section(aup)
     lines += ["", "![loss curves](loss.png)", ""]
-    if (results.parent / "campaign" / "progress.png").is_file():
-        lines += ["![the campaign's quick evaluation against tokens trained]"
-                  "(../campaign/progress.png)", ""]
+    for rel in ("campaign/progress.png", "campaign/archive/small/progress.png"):
+        if (results.parent / rel).is_file():
+            lines += ["![the campaign's quick evaluation against tokens trained]"
+                      f"(../{rel})", ""]
+            break
     return "\n".join(lines)
 
 
@@ -138,7 +140,7 @@ def aup_section(aup: dict) -> list[str]:
                     "AUP HumanEval multi", "AUP mean", "obvious, one a step",
                     "HumanEval single, one a step", "obvious, defaults",
                     "HumanEval single, defaults"], rows)
-    return lines + ["", "![quality against tokens per pass](../../bench/results/aup.png)", ""]
+    return lines + ["", "![quality against tokens per pass](../../bench/results/aup.png)"]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
