@@ -237,3 +237,15 @@ def test_overload_is_answered_on_time_and_health_while_the_decoder_is_stuck(parr
     assert codes == [429] * 5 and ok == 200
     assert all(0.5 <= s < 0.5 + 0.5 for s in answered_s), answered_s
     assert health_ms and max(health_ms) < 1000  # answered while the decode was stuck
+
+
+def test_the_heap_is_trimmed_once_the_queue_empties(fast):
+    """After a batch, with nothing waiting, freed memory goes back to the system (glibc)."""
+    from dlm_lsp.serving.memory import glibc_malloc_trim
+
+    if glibc_malloc_trim() is None:
+        pytest.skip("no malloc_trim in this C library")
+    r = httpx.post(fast + URL, json=BODY, headers=AUTH, timeout=30)
+    assert r.status_code == 200
+    health = wait_health(fast, lambda h: h["heap_trims"] >= 1)
+    assert health["waiting"] == 0

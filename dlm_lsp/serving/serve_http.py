@@ -32,6 +32,7 @@ from dlm_lsp.pipeline.postprocess import cut_repeated_suffix
 from dlm_lsp.serving.connections import header_timeout_protocol
 from dlm_lsp.serving.fim_api import ClientGone, Completion, FimParams, Limits, make_app
 from dlm_lsp.serving.jobs import DecodeTimeout, Job, JobQueue
+from dlm_lsp.serving.memory import IdleTrimmer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class LocalFimService:
         self.limits = limits or Limits()
         self.max_waiting, self.queue_timeout_s = max_waiting, queue_timeout_s
         self.stats = BatchStats()
+        self.trimmer = IdleTrimmer()
         self.decoding = 0  # rows in the batch being decoded now
         self.last_forward_passes = 0  # of the last batch: a dropped row ends it early
         self.queue: JobQueue[FimParams, Completion] | None = None
@@ -86,6 +88,7 @@ class LocalFimService:
                 "batches": self.stats.batches, "requests": self.stats.requests,
                 "largest_batch": self.stats.largest, "decoding": self.decoding,
                 "last_forward_passes": self.last_forward_passes,
+                "heap_trims": self.trimmer.count,
                 "waiting": len(self.queue) if self.queue is not None else 0}
 
     async def complete(self, params: FimParams, disconnected: asyncio.Event) -> Completion:
@@ -131,6 +134,8 @@ class LocalFimService:
                     job.future.set_exception(result)
                 else:
                     job.future.set_result(result)
+            if not len(self.queue) and self.trimmer.due():
+                await asyncio.to_thread(self.trimmer.idle)  # between batches, off the loop
 
     def decode(self, batch: list[FimParams], gone_rows: RowsGone | None = None,
                ) -> list[Completion | Exception]:
