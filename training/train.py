@@ -21,6 +21,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -336,9 +337,14 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
     random.seed(rank)
     np.random.seed(rank)
     train(args)
-    # rank 0 exports after the others are done: tearing the group down under it aborts gloo
+    # rank 0 exports after the others are done. Then each rank leaves without running gloo's
+    # C++ teardown: destroying the group (or the interpreter's exit) while the peer's
+    # connection closes aborted a rank now and then ("terminate called without an active
+    # exception"). Everything the run writes is closed by now; only the streams need a flush.
     dist.barrier()
-    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
