@@ -129,11 +129,11 @@ def aup_section(aup: dict) -> list[str]:
     rows = []
     for name, scores in aup["aup"].items():
         runs = aup["models"][name]
-        one = runs.get("one token a step") or next(iter(runs.values()))
-        default = runs.get("threshold 0.9 (default)") or one
+        one = runs.get("one token a step")
+        default = runs.get("threshold 0.9 (default)") or one or next(iter(runs.values()))
         rows.append([name, *(scores[s] for s in sets), scores["mean"],
                      *(f"{one[s]['quality']:.1f} @ {one[s]['tokens_per_pass']:.2f}"
-                       for s in ("obvious", "single")),
+                       if one else "-" for s in ("obvious", "single")),
                      *(f"{default[s]['quality']:.1f} @ {default[s]['tokens_per_pass']:.2f}"
                        for s in ("obvious", "single"))])
     lines += table(["model", "AUP obvious", "AUP held-out", "AUP HumanEval single",

@@ -114,7 +114,8 @@ class Candidate:
 
 # Overrides that decode one token a step whatever the span's length and the editor's step
 # budget (which forces several a step): the reference that parallel decoding is held to.
-ONE_TOKEN_A_STEP: dict[str, object] = {"threshold": 1.0, "window": 0, "max_steps": 1024}
+ONE_TOKEN_A_STEP: dict[str, object] = {"threshold": 1.0, "window": 0, "max_steps": 1024,
+                                       "filter_threshold": 0.0}
 
 
 @dataclass
