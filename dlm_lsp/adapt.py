@@ -200,14 +200,12 @@ def adapt(directory: Path, model_dir: Path, cap: int = MAX_BUDGET,
         "repository": repo.root.name, "commit": repo.commit, "files": len(texts),
         "own_tokens": len(ids), "tokens": budget, "steps": steps, "lr": LR,
         "date": time.strftime("%Y-%m-%d")}}
-    new_spec = DlmSpec(**{**spec.__dict__, "training": training, "finality": {}})
+    # the filter goes along: it reads the model's own confidences, which fine-tuning keeps
+    finality = dict(spec.finality) if loaded.finality is not None else {}
+    new_spec = DlmSpec(**{**spec.__dict__, "training": training, "finality": finality})
     save_checkpoint(staging, model, tok, new_spec, dtype=torch.float16)
-    if loaded.finality is not None:  # its filter still describes this model's features
-        loaded.finality.save(staging / "finality.safetensors")
-        spec_path = staging / "dlm.json"
-        saved = json.loads(spec_path.read_text())
-        saved["finality"] = {**spec.finality}
-        spec_path.write_text(json.dumps(saved, indent=2) + "\n")
+    if loaded.finality is not None:
+        loaded.finality.save(staging / finality["file"])
     (staging / "repository.json").write_text(json.dumps(
         {"root": str(repo.root), "commit": repo.commit}) + "\n")
     if target.exists():

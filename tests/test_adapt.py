@@ -78,3 +78,20 @@ def test_a_repository_is_learnt_kept_in_the_cache_used_by_the_server_and_forgott
     engine.use_adapted(target)
     assert engine.load().path == target
     assert adapt.forget(repo) and adapt.find_adapted(repo) is None and not adapt.forget(repo)
+
+
+def test_an_adapted_model_keeps_the_finality_filter_its_model_shipped(
+        repo, random_checkpoint, monkeypatch, tmp_path):
+    from dlm_lsp.model.finality import FinalityFilter
+    from training.finality import install
+
+    with_filter = install(random_checkpoint, tmp_path / "with-filter", FinalityFilter(), 0.7)
+    monkeypatch.setenv("DLM_LSP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(adapt, "MIN_TOKENS", 100)
+    target = adapt.adapt(repo / "ledger", with_filter, cap=adapt.BATCH * 64,
+                         say=lambda _m: None, seed=1)
+    assert target is not None
+    loaded = load_checkpoint(target)
+    assert loaded.finality is not None and loaded.finality.threshold == 0.7
+    assert json.loads((target / "dlm.json").read_text())["finality"] == {
+        "file": "finality.safetensors", "threshold": 0.7}

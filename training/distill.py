@@ -210,15 +210,14 @@ def plot(log: Path, png: Path, smooth: int = 50) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from training.plot import smooth as moving_mean
+
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for ax, key, title in zip(axes, ("ce", "entropy", "corpus"),
                               ("cross-entropy toward its own answer", "entropy of right slots",
                                "corpus rows, diffusion loss"), strict=True):
-        ys = [r[key] for r in rows]
-        means = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1])
-                 for i in range(len(ys))]
-        ax.plot([r["step"] for r in rows], means)
+        ax.plot([r["step"] for r in rows], moving_mean([r[key] for r in rows], smooth))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

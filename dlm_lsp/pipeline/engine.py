@@ -101,10 +101,8 @@ class Engine:
         self._shown = None  # made under the old settings
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        if reload:  # no lock: a load in progress must not block the event loop
-            self._generation += 1
-            self._model, self.state, self.error = None, "idle", None
-            self.cache.clear()
+        if reload:
+            self._unload()
 
     def use_adapted(self, path: Path | None) -> None:
         """Serve `path` (an adapted model) while the model setting is "embedded"; None: the
@@ -112,9 +110,14 @@ class Engine:
         if path == self.adapted:
             return
         self.adapted = path
+        self._shown = None
+        self._unload()
+
+    def _unload(self) -> None:
+        """Drop the model and its cache; the next use loads again. No lock: a load in
+        progress must not block the event loop (its generation is stale and is dropped)."""
         self._generation += 1
         self._model, self.state, self.error = None, "idle", None
-        self._shown = None
         self.cache.clear()
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
