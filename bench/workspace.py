@@ -18,7 +18,10 @@ the same cuts. Scored on exact rest of line, per package; a bar plot beside the 
 the index's own memory estimate and the process's RSS growth, and the selection time of
 200 cursors (p50/p95). Then the language server itself is started on that workspace and
 asked for completions at once, while it indexes in the background, and again without the
-workspace: the first completions' latency with and without indexing under way.
+workspace: the first completions' latency and the model's milliseconds per forward pass
+(snippets change the context and so the number of passes; the time per pass is what a busy
+reader thread would slow down), with and without indexing under way, and with the index
+read but its snippets left out (``retrievalShare`` 0).
 """
 
 from __future__ import annotations
@@ -227,6 +230,7 @@ def scale(args: argparse.Namespace) -> dict:
         stats = index.stats()
         model = args.models[0].split("=")[-1]
         first = {"with_workspace": asyncio.run(first_completions(root, model)),
+                 "indexing_no_snippets": asyncio.run(first_completions(root, model, share=0.0)),
                  "without": asyncio.run(first_completions(None, model))}
     return {"files_written": written, "files_indexed": stats["files"], "chunks": stats["chunks"],
             "index_s": round(build_s, 1), "index_estimate_mb": round(stats["bytes"] / 1e6, 1),
@@ -235,9 +239,11 @@ def scale(args: argparse.Namespace) -> dict:
             "select_p95_ms": round(ms[int(len(ms) * 0.95)], 2), "first_completions": first}
 
 
-async def first_completions(root: Path | None, model: str, n: int = 10) -> dict:
+async def first_completions(root: Path | None, model: str, n: int = 10,
+                            share: float | None = None) -> dict:
     """The language server on `root` (indexing it in the background) or on no workspace:
-    the latency of the first `n` completions, asked as soon as the model is ready."""
+    the latency of the first `n` completions, asked as soon as the model is ready, and the
+    model's time per forward pass in them (`share`: the ``retrievalShare`` setting)."""
     import sysconfig
 
     from lsprotocol import types
@@ -248,7 +254,9 @@ async def first_completions(root: Path | None, model: str, n: int = 10) -> dict:
     client = LanguageClient("dlm-bench", "0.1")
     await client.start_io(sys.executable, "-m", "dlm_lsp")
     params = types.InitializeParams(capabilities=types.ClientCapabilities(),
-                                    initialization_options={"model": model, "debounceMs": 0})
+                                    initialization_options={"model": model, "debounceMs": 0,
+                                                            **({} if share is None else
+                                                               {"retrievalShare": share})})
     if root is not None:
         params.workspace_folders = [types.WorkspaceFolder(uri=root.as_uri(), name="ws")]
     await client.initialize_async(params)
@@ -263,7 +271,7 @@ async def first_completions(root: Path | None, model: str, n: int = 10) -> dict:
     while (await status())["state"] not in ("ready", "error"):
         await asyncio.sleep(0.05)
     lines = text.split("\n")
-    ms, states = [], []
+    ms, states, pass_ms = [], [], []
     for i in range(n):
         line = 200 + 37 * i
         col = len(lines[line]) - len(lines[line].lstrip()) + len(lines[line].strip()) // 2
@@ -271,12 +279,17 @@ async def first_completions(root: Path | None, model: str, n: int = 10) -> dict:
         await client.text_document_completion_async(types.CompletionParams(
             types.TextDocumentIdentifier(source.as_uri()), types.Position(line, col)))
         ms.append((time.perf_counter() - t0) * 1e3)
-        states.append((await status())["workspace"]["state"])
+        now = await status()
+        states.append(now["workspace"]["state"])
+        run = now["lastRun"]
+        if run and run["forward_passes"] and not run["cached"]:
+            pass_ms.append(run["ms"] / run["forward_passes"])
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
     ms_sorted = sorted(ms)
     return {"p50_ms": round(ms_sorted[len(ms) // 2], 1), "max_ms": round(max(ms), 1),
+            "ms_per_pass_p50": round(statistics.median(pass_ms), 1) if pass_ms else None,
             "indexing_during": states.count("indexing")}
 
 

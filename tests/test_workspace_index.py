@@ -3,10 +3,14 @@ which chunks a completion gets."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+from dlm_lsp.pipeline import retrieval
 from dlm_lsp.pipeline.retrieval import WorkspaceIndex, definitions, module_names
 from dlm_lsp.pipeline.workspace import Limits, read_source, source_files
+from dlm_lsp.protocol.indexing import WorkspaceIndexer
 
 
 def encode(text: str) -> list[int]:  # a stand-in tokenizer: one token per 4 characters
@@ -151,3 +155,52 @@ def test_a_python_file_is_importable_by_every_suffix_of_its_path():
     assert module_names("src/pkg/mod.py") == ["src.pkg.mod", "pkg.mod", "mod"]
     assert module_names("pkg/__init__.py") == ["pkg"]
     assert module_names("notes.txt") == []
+
+
+def test_a_merge_in_batches_lets_readers_in_between_with_the_same_answers(monkeypatch):
+    monkeypatch.setattr(retrieval, "MERGE_BATCH", 3)
+    files = {f"m{i}.py": f"def helper_{i}(value):\n    return value * {i} + offset_{i}\n"
+             for i in range(12)}
+    index = WorkspaceIndex()
+    for name, text in files.items():
+        index.update("/ws/" + name, text, name=name, merge=False)
+    query = ("y = helper_7(", "  # uses offset_7\n")
+
+    def answer() -> list[str]:
+        return [s.text for s in index.select(*query, encode, 200, exclude="/ws/main.py")]
+
+    before = answer()
+    during: list[list[str]] = []
+    index.compact(pause=lambda: during.append(answer()))
+    assert before and "def helper_7" in before[-1]
+    assert len(during) >= 3 and all(got == before for got in during)
+    assert answer() == before and not index.wants_compaction()
+
+
+def test_the_reader_waits_for_the_model_between_files_and_between_merge_batches(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(retrieval, "RECENT_POSTINGS", 5)
+    monkeypatch.setattr(retrieval, "MERGE_BATCH", 2)
+    write(tmp_path, {f"m{i}.py": f"def f_{i}(a_{i}, b_{i}):\n    return a_{i} + b_{i}\n"
+                     for i in range(10)})
+    model_busy = threading.Event()
+    model_busy.set()
+    checks: list[int] = []
+
+    def busy() -> bool:
+        checks.append(1)
+        return model_busy.is_set()
+
+    indexer = WorkspaceIndexer(busy=busy)
+    indexer.add_root(tmp_path)
+    deadline = time.monotonic() + 10
+    while len(checks) < 3 and time.monotonic() < deadline:  # it asks again and again...
+        time.sleep(0.005)
+    assert len(checks) >= 3 and indexer.index.stats()["files"] == 0  # ...and reads nothing
+    waiting = len(checks)
+    model_busy.clear()
+    assert indexer.wait_idle(timeout=30)
+    assert indexer.index.stats()["files"] == 10
+    # once per file (10) and between the batches of its merges (several per file here)
+    assert len(checks) - waiting > 2 * 10
+    indexer.stop()

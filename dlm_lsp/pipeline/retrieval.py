@@ -13,7 +13,9 @@ Every file of the workspace (``workspace.py`` decides which) is cut into chunks:
 (nearest the code). The index is updated file by file (a save, a watched-file event, an
 open buffer's edit) and is safe to read from one thread while another writes. Postings of
 the bulk live in numpy arrays (merged from a small dynamic part now and then), so a query
-over a 5,000-file workspace costs milliseconds.
+over a 5,000-file workspace costs milliseconds. The merge is the one long piece of work; a
+bulk load runs it in batches of terms with a ``pause`` between them, so the thread that reads
+a workspace can let the model thread have the interpreter.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ QUERY_LINES_BEFORE, QUERY_LINES_AFTER = 15, 5
 NAME_LINES = 4  # lines before the cursor whose names are looked up as definitions
 K1, B = 1.2, 0.75
 COMMON_SHARE = 0.2  # a term in more chunks than this share says nothing about any of them
+RECENT_POSTINGS = 50_000  # dynamic postings merged into the arrays past this (or a quarter
+MERGE_BATCH = 2_000  # of the arrays' size: each posting is copied a few times, not once a merge)
 DEF_NODE = re.compile(r"(function|method|class|struct|enum|interface|trait|impl|type|module)"
                       r"_(definition|declaration|item|spec)$")
 _PY_IMPORT = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+import\s+\(?([^)#\n]+)|^\s*import\s+([\w.]+)"
@@ -148,8 +152,10 @@ class WorkspaceIndex:
         self._slot_path: list[str | None] = []  # file slot -> path (None: removed)
         self._slot_of: dict[str, int] = {}
         self._frozen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._recent: dict[str, list[tuple[int, int]]] = {}
+        self._frozen_size = 0
+        self._recent: dict[str, tuple[array, array]] = {}  # term -> chunk ids, term counts
         self._recent_size = 0
+        self._dead_defs = 0  # chunks dropped since the definitions table was pruned
         self._defs: dict[str, list[int]] = {}
         self._modules: dict[str, list[str]] = {}  # dotted name -> paths
         self._alive_count = 0
@@ -158,8 +164,9 @@ class WorkspaceIndex:
 
     # -- building -------------------------------------------------------------------------
     def update(self, path: str, text: str, name: str | None = None,
-               language: str | None = None) -> None:
-        """(Re)index one file; `name` is what a snippet shows (default: the path)."""
+               language: str | None = None, merge: bool = True) -> None:
+        """(Re)index one file; `name` is what a snippet shows (default: the path). With
+        `merge` false the postings wait for :meth:`compact` (a bulk load calls it itself)."""
         language = language or detect_language(None, "file://" + path)
         spans = self._chunk(text, language)
         with self._lock:
@@ -182,8 +189,9 @@ class WorkspaceIndex:
             dead = len(self._chunk_span) - self._alive_count
             if dead > max(20_000, 2 * self._alive_count):
                 self._rebuild()
-            elif self._recent_size > 50_000:
-                self._compact()
+            elif merge and self.wants_compaction():
+                self._merge(list(self._recent))
+                self._prune_defs()
 
     def remove(self, path: str) -> None:
         with self._lock:
@@ -198,6 +206,7 @@ class WorkspaceIndex:
                 self._alive[cid] = 0
                 self._alive_count -= 1
                 self._total_len -= self._dl[cid]
+                self._dead_defs += bool(self._chunk_name[cid])
         for mod in module_names(old.name):
             paths = self._modules.get(mod, [])
             if path in paths:
@@ -230,32 +239,50 @@ class WorkspaceIndex:
         self._alive_count += 1
         self._total_len += n
         for term, tf in terms.items():
-            self._recent.setdefault(term, []).append((cid, tf))
+            posting = self._recent.get(term)
+            if posting is None:
+                posting = self._recent[term] = (array("i"), array("f"))
+            posting[0].append(cid)
+            posting[1].append(tf)
         self._recent_size += len(terms)
         if name:
             self._defs.setdefault(name, []).append(cid)
         return cid
 
-    def _compact(self) -> None:
-        """Move the dynamic postings into the numpy arrays (dead chunks dropped)."""
+    def wants_compaction(self) -> bool:
+        """Whether enough postings wait outside the arrays to merge them."""
+        return self._recent_size > max(RECENT_POSTINGS, self._frozen_size // 4)
+
+    def _merge(self, terms: Iterable[str]) -> None:
+        """Move the dynamic postings of `terms` into the numpy arrays (dead chunks dropped);
+        a term is whole in one part or the other whenever the lock is free."""
         alive = np.frombuffer(bytes(self._alive), dtype=np.uint8).astype(bool)
-        for term, pairs in self._recent.items():
-            ids = np.fromiter((c for c, _ in pairs), dtype=np.int32, count=len(pairs))
-            tfs = np.fromiter((t for _, t in pairs), dtype=np.float32, count=len(pairs))
-            if term in self._frozen:
-                old_ids, old_tfs = self._frozen[term]
-                keep = alive[old_ids]
-                ids = np.concatenate([old_ids[keep], ids])
-                tfs = np.concatenate([old_tfs[keep], tfs])
+        for term in terms:
+            posting = self._recent.pop(term, None)
+            if posting is None:
+                continue
+            ids = np.array(posting[0], dtype=np.int32)
+            tfs = np.array(posting[1], dtype=np.float32)
+            self._recent_size -= len(ids)
+            old = self._frozen.get(term)
+            if old is not None:
+                keep = alive[old[0]]
+                self._frozen_size -= len(old[0])
+                ids = np.concatenate([old[0][keep], ids])
+                tfs = np.concatenate([old[1][keep], tfs])
             self._frozen[term] = (ids, tfs)
-        self._recent.clear()
-        self._recent_size = 0
+            self._frozen_size += len(ids)
+
+    def _prune_defs(self) -> None:
+        if not self._dead_defs:
+            return
         for name, ids in list(self._defs.items()):
             live = [c for c in ids if self._alive[c]]
             if live:
                 self._defs[name] = live
             else:
                 del self._defs[name]
+        self._dead_defs = 0
 
     def _rebuild(self) -> None:
         """Index the live files again from their chunks: after many updates most chunk
@@ -272,19 +299,28 @@ class WorkspaceIndex:
             for mod in module_names(f.name):
                 self._modules.setdefault(mod, []).append(f.path)
             self.text_bytes += len(f.text)
-        self._compact()
+        self._merge(list(self._recent))
 
-    def compact(self) -> None:
-        """Merge what was added since the last merge (after a bulk load)."""
+    def compact(self, pause: Callable[[], None] | None = None) -> None:
+        """Merge what was added since the last merge (after a bulk load), `MERGE_BATCH`
+        terms at a time; `pause` runs between batches with the lock free (readers and
+        other threads go on)."""
         with self._lock:
-            self._compact()
+            terms = list(self._recent)
+        for i in range(0, len(terms), MERGE_BATCH):
+            with self._lock:
+                self._merge(terms[i:i + MERGE_BATCH])
+            if pause is not None:
+                pause()
+        with self._lock:
+            self._prune_defs()
 
     # -- reading --------------------------------------------------------------------------
     def stats(self) -> dict[str, int]:
         """Files, live chunks and an estimate of the index's memory (bytes)."""
         with self._lock:
             arrays = sum(a.nbytes + b.nbytes for a, b in self._frozen.values())
-            recent = 40 * self._recent_size
+            recent = 8 * self._recent_size
             per_chunk = len(self._chunk_span) * (4 + 4 + 1 + 72)  # file, dl, alive, span+name
             terms = 120 * (len(self._frozen) + len(self._recent))
             return {"files": len(self.files), "chunks": self._alive_count,
@@ -378,17 +414,18 @@ class WorkspaceIndex:
         dl = np.frombuffer(self._dl, dtype=np.float32, count=n_chunks)
         scores = np.zeros(n_chunks, dtype=np.float32)
         for term in set(query):
-            frozen = self._frozen.get(term)
-            recent = self._recent.get(term, ())
-            df = (len(frozen[0]) if frozen else 0) + len(recent)
+            parts = [self._frozen.get(term)]
+            recent = self._recent.get(term)
+            if recent is not None:  # copies: a view would pin the arrays' buffers
+                parts.append((np.array(recent[0], dtype=np.int32),
+                              np.array(recent[1], dtype=np.float32)))
+            parts = [p for p in parts if p is not None]
+            df = sum(len(ids) for ids, _ in parts)
             if df == 0 or (n > 1000 and df > COMMON_SHARE * n):  # (its idf is ~0 anyway)
                 continue
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            if frozen:
-                ids, tf = frozen
+            for ids, tf in parts:
                 scores[ids] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl[ids] / avgdl))
-            for cid, tf in recent:
-                scores[cid] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl[cid] / avgdl))
         alive = np.frombuffer(self._alive, dtype=np.uint8, count=n_chunks)
         files = np.frombuffer(self._chunk_file, dtype=np.int32, count=n_chunks)
         scores *= alive

@@ -5,8 +5,9 @@ Roots come from ``initialize`` (``workspaceFolders``, else ``rootUri``) and
 (``pipeline/workspace.py`` decides which) and reports ``$/progress`` while it does. A saved
 file, a file event from ``workspace/didChangeWatchedFiles`` and an open buffer whose
 version moved (checked when a completion is asked for) update single files. While the model
-thread decodes, the reader pauses between files, so indexing a large project does not slow
-the first completions down.
+thread decodes, the reader pauses between files and between batches of the index's merges
+(Python threads share one interpreter lock: a reader that kept it would slow every step of
+a decode), so indexing a large project does not slow the first completions down.
 """
 
 from __future__ import annotations
@@ -143,8 +144,7 @@ class WorkspaceIndexer:
         self.progress("begin", f"indexing {root.name}", 0)
         t0, count, total_bytes = time.monotonic(), 0, 0
         for path in source_files(root, self.limits):
-            while self.busy():  # the model thread decodes: let it have the CPU
-                time.sleep(0.01)
+            self._yield_to_model()
             if str(path) in self._versions:
                 continue
             text = read_source(path, self.limits)
@@ -155,16 +155,23 @@ class WorkspaceIndexer:
                 self.log(f"dlm: workspace index stopped at {count} files of {root} "
                          f"({self.limits.max_total_bytes // 1_000_000} MB read)")
                 break
-            self.index.update(str(path), text, name=path.relative_to(root).as_posix())
+            self.index.update(str(path), text, name=path.relative_to(root).as_posix(),
+                              merge=False)
+            if self.index.wants_compaction():
+                self.index.compact(pause=self._yield_to_model)
             count += 1
             if count % 200 == 0:
                 self.progress("report", f"{count} files", 0)
-        self.index.compact()
+        self.index.compact(pause=self._yield_to_model)
         self.state = "ready"
         stats = self.index.stats()
         self.progress("end", f"{count} files indexed", 100)
         self.log(f"dlm: workspace index: {count} files of {root} in "
                  f"{time.monotonic() - t0:.1f} s ({stats['bytes'] / 1e6:.0f} MB)")
+
+    def _yield_to_model(self) -> None:
+        while self.busy():  # the model thread decodes: let it have the CPU
+            time.sleep(0.01)
 
     def wait_idle(self, timeout: float) -> bool:
         """Whether every queued job finished within `timeout` seconds (for tests and tools)."""
