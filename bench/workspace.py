@@ -12,7 +12,9 @@ the answer is nowhere in the workspace unless the project writes that line twice
 model completes the rest of the line in single-line mode with the file alone, and with the
 index's snippets taking up to each ``--shares`` of the context budget; with ``--adapt``, the
 first model is also adapted (``dlm-lsp adapt``) to the package's other 70 % and completes
-the same cuts. Scored on exact rest of line, per package; a bar plot beside the JSON.
+the same cuts. Scored on exact rest of line, per package; a bar plot beside the JSON. Beside
+the scores, how often the deleted text (8 characters or more) is in the snippets a share
+puts in the context at all: the most retrieval can give a model that copies perfectly.
 
 **scale**: ``--files`` Python files of the training corpus as one workspace: index time,
 the index's own memory estimate and the process's RSS growth, and the selection time of
@@ -136,23 +138,35 @@ def quality(args: argparse.Namespace) -> dict:
                 runs["adapted"] = Infiller(Engine(Settings(model=str(tuned),
                                                            threads=args.threads)), "adapted")
         exact: dict[str, int] = {}
+        reach: dict[str, list[bool]] = {}
         for rel, cursor, end in tqdm(cuts, desc=package):
             original = files[rel]
             text = original[:cursor] + original[end:]  # the rest of the line deleted
             want = original[cursor:end].rstrip()
             path = f"/ws/{rel}"
             index.update(path, text, name=rel, language="python")  # the cut file, on disk
-            retrieve = retriever(index, path, text)
+            found = retriever(index, path, text)
+            seen: list[str] = []
+
+            def retrieve(*a, found=found, seen=seen):  # noqa: ANN002, ANN202 - keeps what it gave
+                seen[:] = found(*a)
+                return seen
             for model_name, infiller in runs.items():
                 for share in args.shares:
                     key = f"{model_name} share {share:g}"
+                    seen.clear()
                     got = infiller(text, cursor, "line", retrieve=retrieve if share else None,
                                    retrieval_share=share)
                     exact[key] = exact.get(key, 0) + (got.text.rstrip() == want)
+                    if share and model_name == next(iter(runs)) and len(want.strip()) >= 8:
+                        reach.setdefault(f"share {share:g}", []).append(
+                            want.strip() in "".join(seen))
             index.update(path, original, name=rel, language="python")
         result["packages"][package] = {
             "files": len(files), "held_back_files": len(held), "cuts": len(cuts),
-            "exact": {k: round(100 * v / len(cuts), 1) for k, v in exact.items()}}
+            "exact": {k: round(100 * v / len(cuts), 1) for k, v in exact.items()},
+            "answer_in_snippets": {k: round(100 * sum(v) / len(v), 1)
+                                   for k, v in reach.items()}}
         print(package, json.dumps(result["packages"][package]["exact"]), flush=True)
     keys = sorted({k for p in result["packages"].values() for k in p["exact"]})
     result["mean_exact"] = {k: round(statistics.mean(p["exact"][k] for p in
