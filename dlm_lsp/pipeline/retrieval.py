@@ -47,6 +47,7 @@ DEF_NODE = re.compile(r"(function|method|class|struct|enum|interface|trait|impl|
                       r"_(definition|declaration|item|spec)$")
 _PY_IMPORT = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+import\s+\(?([^)#\n]+)|^\s*import\s+([\w.]+)"
                         r"(?:\s+as\s+(\w+))?", re.M)
+_ATTRIBUTE = re.compile(r"\b(?=([A-Za-z_]\w*)\.(\w+))")  # every `name.attr`, `a.b.c` twice
 
 
 @dataclass
@@ -135,6 +136,11 @@ def module_names(rel: str) -> list[str]:
     return [".".join(parts[i:]) for i in range(len(parts)) if parts[i:]]
 
 
+def _weights(tf: np.ndarray, dl: np.ndarray, avgdl: float) -> np.ndarray:
+    """BM25's term-frequency part for postings of chunks `dl` terms long."""
+    return (tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl))).astype(np.float32)
+
+
 class WorkspaceIndex:
     """Chunks of the workspace's files with BM25 postings and a definitions table."""
 
@@ -151,6 +157,8 @@ class WorkspaceIndex:
         self._alive = bytearray()
         self._slot_path: list[str | None] = []  # file slot -> path (None: removed)
         self._slot_of: dict[str, int] = {}
+        # term -> chunk ids, BM25 term weights (tf part, with the mean chunk length of when
+        # they were merged: it moves little once a workspace is read)
         self._frozen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._frozen_size = 0
         self._recent: dict[str, tuple[array, array]] = {}  # term -> chunk ids, term counts
@@ -257,12 +265,14 @@ class WorkspaceIndex:
         """Move the dynamic postings of `terms` into the numpy arrays (dead chunks dropped);
         a term is whole in one part or the other whenever the lock is free."""
         alive = np.frombuffer(bytes(self._alive), dtype=np.uint8).astype(bool)
+        dl = np.frombuffer(self._dl, dtype=np.float32, count=len(self._chunk_span))
+        avgdl = max(self._total_len / max(self._alive_count, 1), 1.0)
         for term in terms:
             posting = self._recent.pop(term, None)
             if posting is None:
                 continue
             ids = np.array(posting[0], dtype=np.int32)
-            tfs = np.array(posting[1], dtype=np.float32)
+            tfs = _weights(np.array(posting[1], dtype=np.float32), dl[ids], avgdl)
             self._recent_size -= len(ids)
             old = self._frozen.get(term)
             if old is not None:
@@ -355,12 +365,17 @@ class WorkspaceIndex:
         each (an ``import m as x`` module: the names used as ``x.name``)."""
         out: dict[int, set[str]] = {}
         here = self.files.get(exclude) if exclude else None
+        attributes: dict[str, set[str]] | None = None  # one pass over the text, when needed
         for m in _PY_IMPORT.finditer(text[:100_000]):
             module, names, plain, alias = m.group(1), m.group(2), m.group(3), m.group(4)
             if plain:
                 module = plain
                 local = alias or plain.split(".")[-1]
-                wanted = set(re.findall(rf"\b{re.escape(local)}\.(\w+)", text))
+                if attributes is None:
+                    attributes = {}
+                    for a in _ATTRIBUTE.finditer(text):
+                        attributes.setdefault(a.group(1), set()).add(a.group(2))
+                wanted = set(attributes.get(local, ()))
             else:
                 wanted = {n.split(" as ")[0].strip() for n in names.split(",")} - {"", "*"}
             if module.startswith(".") and here is not None:  # relative to this package
@@ -417,22 +432,23 @@ class WorkspaceIndex:
             parts = [self._frozen.get(term)]
             recent = self._recent.get(term)
             if recent is not None:  # copies: a view would pin the arrays' buffers
-                parts.append((np.array(recent[0], dtype=np.int32),
-                              np.array(recent[1], dtype=np.float32)))
+                ids = np.array(recent[0], dtype=np.int32)
+                parts.append((ids, _weights(np.array(recent[1], dtype=np.float32), dl[ids],
+                                            avgdl)))
             parts = [p for p in parts if p is not None]
             df = sum(len(ids) for ids, _ in parts)
             if df == 0 or (n > 1000 and df > COMMON_SHARE * n):  # (its idf is ~0 anyway)
                 continue
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            for ids, tf in parts:
-                scores[ids] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl[ids] / avgdl))
-        alive = np.frombuffer(self._alive, dtype=np.uint8, count=n_chunks)
-        files = np.frombuffer(self._chunk_file, dtype=np.int32, count=n_chunks)
-        scores *= alive
-        if skip_slot is not None:
-            scores[files == skip_slot] = 0.0
-        if boost:
-            scores[np.isin(files, list(boost))] *= 1.5
+            for ids, weight in parts:
+                scores[ids] += idf * weight
+        if self._alive_count < n_chunks:  # chunks of files saved or removed since
+            scores *= np.frombuffer(self._alive, dtype=np.uint8, count=n_chunks)
+        for slot, factor in [(skip_slot, 0.0), *((b, 1.5) for b in boost)]:
+            path = self._slot_path[slot] if slot is not None else None
+            f = self.files.get(path) if path else None
+            if f is not None and f.chunks:
+                scores[f.chunks] *= factor
         k = min(k, n_chunks)
         if k <= 0:
             return []
