@@ -14,7 +14,8 @@ index's snippets taking up to each ``--shares`` of the context budget; with ``--
 first model is also adapted (``dlm-lsp adapt``) to the package's other 70 % and completes
 the same cuts. Scored on exact rest of line, per package; a bar plot beside the JSON. Beside
 the scores, how often the deleted text (8 characters or more) is in the snippets a share
-puts in the context at all: the most retrieval can give a model that copies perfectly.
+puts in the context at all: the most retrieval can give a model that copies perfectly, and
+on those cuts alone, each model's exact with and without the snippets (does it copy?).
 
 **scale**: ``--files`` Python files of the training corpus as one workspace: index time,
 the index's own memory estimate and the process's RSS growth, and the selection time of
@@ -112,6 +113,19 @@ def adapt_package(package: str, files: dict[str, str], learnt: list[str], model:
     return adapt.adapt(root, resolve_model_path(model), say=lambda m: print(m, flush=True))
 
 
+def tally_reached(copied: dict[str, dict[str, int]], reached: list[float],
+                  right: dict[str, bool], models: list[str], shares: list[float]) -> None:
+    """Count one cut whose answer was in the snippets of each share in `reached`: per
+    model, whether it was right with that share and with none (share 0, if measured)."""
+    for share in reached:
+        tally = copied.setdefault(f"share {share:g}", {"cuts": 0})
+        tally["cuts"] += 1
+        for model_name in models:
+            for s in sorted({0.0, share} & set(shares)):
+                key = f"{model_name} share {s:g}"
+                tally[key] = tally.get(key, 0) + right[key]
+
+
 def quality(args: argparse.Namespace) -> dict:
     import torch
 
@@ -139,6 +153,7 @@ def quality(args: argparse.Namespace) -> dict:
                                                            threads=args.threads)), "adapted")
         exact: dict[str, int] = {}
         reach: dict[str, list[bool]] = {}
+        copied: dict[str, dict[str, int]] = {}  # share -> key -> right, on cuts it reached
         for rel, cursor, end in tqdm(cuts, desc=package):
             original = files[rel]
             text = original[:cursor] + original[end:]  # the rest of the line deleted
@@ -151,22 +166,30 @@ def quality(args: argparse.Namespace) -> dict:
             def retrieve(*a, found=found, seen=seen):  # noqa: ANN002, ANN202 - keeps what it gave
                 seen[:] = found(*a)
                 return seen
+            right: dict[str, bool] = {}
+            reached: list[float] = []
             for model_name, infiller in runs.items():
                 for share in args.shares:
                     key = f"{model_name} share {share:g}"
                     seen.clear()
                     got = infiller(text, cursor, "line", retrieve=retrieve if share else None,
                                    retrieval_share=share)
-                    exact[key] = exact.get(key, 0) + (got.text.rstrip() == want)
+                    right[key] = got.text.rstrip() == want
+                    exact[key] = exact.get(key, 0) + right[key]
                     if share and model_name == next(iter(runs)) and len(want.strip()) >= 8:
-                        reach.setdefault(f"share {share:g}", []).append(
-                            want.strip() in "".join(seen))
+                        hit = want.strip() in "".join(seen)
+                        reach.setdefault(f"share {share:g}", []).append(hit)
+                        reached += [share] if hit else []
+            tally_reached(copied, reached, right, list(runs), args.shares)
             index.update(path, original, name=rel, language="python")
         result["packages"][package] = {
             "files": len(files), "held_back_files": len(held), "cuts": len(cuts),
             "exact": {k: round(100 * v / len(cuts), 1) for k, v in exact.items()},
             "answer_in_snippets": {k: round(100 * sum(v) / len(v), 1)
-                                   for k, v in reach.items()}}
+                                   for k, v in reach.items()},
+            "exact_where_in_snippets": {share: {"cuts": t["cuts"], **{
+                k: round(100 * v / t["cuts"], 1) for k, v in t.items() if k != "cuts"}}
+                for share, t in copied.items()}}
         print(package, json.dumps(result["packages"][package]["exact"]), flush=True)
     keys = sorted({k for p in result["packages"].values() for k in p["exact"]})
     result["mean_exact"] = {k: round(statistics.mean(p["exact"][k] for p in

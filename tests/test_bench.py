@@ -292,3 +292,19 @@ def test_aup_on_hand_made_points():
     assert math.isclose(aup([(1.0, 50.0), (2.0, 46.0)], 50.0), 50 + 0.5 * (46 * w + 50))
     # the same speed-up costs a weaker set more than it gains
     assert aup([(1.0, 50.0), (2.0, 46.0)], 50.0) < aup([(1.0, 50.0), (2.0, 50.0)], 50.0)
+
+
+def test_the_workspace_bench_scores_cuts_whose_answer_was_in_the_snippets_with_and_without():
+    from bench.workspace import tally_reached
+
+    copied: dict = {}
+    shares = [0.0, 0.25, 0.5]
+    # cut 1: the answer was in the snippets of both shares; the model copied it only at 0.5
+    right = {"m share 0": False, "m share 0.25": False, "m share 0.5": True}
+    tally_reached(copied, [0.25, 0.5], right, ["m"], shares)
+    # cut 2: in the snippets at 0.5 only, and the model knew it without them
+    right = {"m share 0": True, "m share 0.25": True, "m share 0.5": True}
+    tally_reached(copied, [0.5], right, ["m"], shares)
+    tally_reached(copied, [], right, ["m"], shares)  # cut 3: reached nowhere, counts nowhere
+    assert copied == {"share 0.25": {"cuts": 1, "m share 0": 0, "m share 0.25": 0},
+                      "share 0.5": {"cuts": 2, "m share 0": 1, "m share 0.5": 2}}
