@@ -195,3 +195,21 @@ def test_autotune_tries_bf16_only_where_the_cpu_has_it_and_reads_its_cache(
     best = autotune.best_config("tiny", "objective-b", 64, 2, cache=cache)
     assert best["tokens_per_s"] == 10 * len(calls) and best["flags"] == calls[-1]
     assert len(json.loads(cache.read_text())) == 2
+
+
+def test_the_kept_log_grows_across_machines_without_repeating_steps(plan):
+    runs = cs.RUNS / "ar"
+    runs.mkdir(parents=True)
+    header = json.dumps({"params": 10, "objective": "ar"})
+
+    def steps(a: int, b: int) -> list[str]:
+        return [json.dumps({"step": k, "loss": 3.0 - k / 10}) for k in range(a, b)]
+    (runs / "log.jsonl").write_text("\n".join([header, *steps(1, 5)]) + "\n")
+    campaign.keep_log("ar")
+    # a new machine resumed at step 4 from the committed weights: its log starts there
+    (runs / "log.jsonl").write_text("\n".join([header, *steps(5, 8)]) + "\n")
+    campaign.keep_log("ar")
+    campaign.keep_log("ar")  # recording twice adds nothing
+    rows = [json.loads(line) for line in (cs.HERE / "logs" / "ar.jsonl").read_text().splitlines()]
+    assert rows[0] == {"params": 10, "objective": "ar"}
+    assert [r["step"] for r in rows[1:]] == list(range(1, 8))

@@ -13,9 +13,10 @@ branches from its end with a final decay: the denoiser (masked diffusion with sh
 Dream's recipe) and the AR twin (the same tokens of AR training, for the comparison).
 
 Full state (weights, optimizer, data RNG) lives in ``runs/campaign/<stage>/state.pt``.
-``stop`` also writes the running stage's weights (fp16) to ``training/campaign/resume/`` and
-its progress to ``progress.json``, both committed: on a machine without ``runs/``, a stage
-resumes from those weights with a fresh optimizer and a short warm-up, at the step it reached.
+``stop`` also writes the running stage's weights (fp16) to ``training/campaign/resume/``, its
+progress to ``progress.json`` and its new log rows to ``logs/<stage>.jsonl``, all committed:
+on a machine without ``runs/``, a stage resumes from those weights with a fresh optimizer and
+a short warm-up, at the step it reached, and its loss curve goes on from the kept log.
 
 ``finish`` exports the denoiser and the twin, runs the quick fixed evaluation (obvious lines,
 held-out rest of line, HumanEval single-line subset) on them and on the shipped models,
@@ -26,6 +27,7 @@ a model into place only when it beats the one it would replace.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -160,7 +162,28 @@ def record(stage: str) -> None:
     progress = cs.load_json(cs.PROGRESS, {})
     progress[stage] = {**state, "weights": str(target.relative_to(cs.ROOT))}
     cs.save_json(cs.PROGRESS, progress)
+    keep_log(stage)
     print(f"{stage}: step {state['step']}, {state['tokens'] / 1e6:.1f}M tokens -> {target}")
+
+
+def keep_log(stage: str) -> None:
+    """Add the stage's new log rows to ``training/campaign/logs/<stage>.jsonl``, so its loss
+    curve survives a machine without runs/ (a resumed run logs on from the step it resumed
+    at: rows up to the last kept step are not added twice)."""
+    source = cs.RUNS / stage / "log.jsonl"
+    if not source.is_file():
+        return
+    kept = cs.HERE / "logs" / f"{stage}.jsonl"
+    old = kept.read_text().splitlines() if kept.is_file() else []
+    last = max((json.loads(line).get("step", 0) for line in old), default=0)
+    new = []
+    for line in source.read_text().splitlines():
+        row = json.loads(line) if line.strip() else None
+        if row is not None and (row["step"] > last if "step" in row else not old):
+            new.append(line)
+    if new:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text("".join(f"{line}\n" for line in old + new))
 
 
 def new_round(args: argparse.Namespace) -> None:
@@ -186,6 +209,9 @@ def new_round(args: argparse.Namespace) -> None:
         progress.pop(name, None)
         if (cs.RESUME / name).exists():
             shutil.rmtree(cs.RESUME / name)
+        kept = cs.HERE / "logs" / f"{name}.jsonl"
+        if kept.exists():  # the new branch's curve starts again at step 1
+            kept.rename(kept.with_name(f"{name}-{stamp}.jsonl"))
     cs.save_json(cs.PLAN, plan)
     cs.save_json(cs.PROGRESS, progress)
     print(f"{root['name']} goes on to {args.ar_tokens / 1e6:.0f}M tokens; "
