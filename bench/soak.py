@@ -11,7 +11,8 @@ a long time at once; nothing may be lost, stuck or leak.
   complete, some hang up early, some carry a tight time limit.
 
 Reports requests sent and answered, p50/p95 latency, each server's RSS sampled every
-``--sample-s`` seconds (plotted next to the JSON, with the growth over the last hour), and
+``--sample-s`` seconds (plotted next to the JSON, with the growth over the last hour: its
+robust trend, and the plain difference of its end samples), and
 the requests never answered (must be 0). At the end every document must still equal the
 client's copy and the model thread must be idle.
 """
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import random
+import statistics
 import sys
 import threading
 import time
@@ -55,13 +57,23 @@ def sample_rss(pids: dict[str, int], every_s: float, stop: threading.Event,
             return
 
 
-def growth_mb(samples: list[dict], name: str, last_minutes: float) -> float | None:
-    """RSS growth of `name` over the last `last_minutes` of the samples (None if shorter)."""
+def growth_mb(samples: list[dict], name: str, last_minutes: float) -> dict | None:
+    """RSS growth of `name` over the last `last_minutes` of the samples (None if shorter):
+    the trend (Theil-Sen: the median of the slopes between every two samples, times the
+    span; one sample in a heap trim's dip or a batch's peak does not move it), beside the
+    plain difference of the two end samples and the span's range."""
     rows = [r for r in samples if r.get(name) is not None]
     if not rows or rows[-1]["minute"] < last_minutes:
         return None
-    start = min(rows, key=lambda r: abs(r["minute"] - (rows[-1]["minute"] - last_minutes)))
-    return round(rows[-1][name] - start[name], 1)
+    t0 = rows[-1]["minute"] - last_minutes
+    first = min(range(len(rows)), key=lambda i: abs(rows[i]["minute"] - t0))  # nearest sample
+    span = rows[first:]
+    slopes = [(b[name] - a[name]) / (b["minute"] - a["minute"])
+              for i, a in enumerate(span) for b in span[i + 1:] if b["minute"] > a["minute"]]
+    values = [r[name] for r in span]
+    return {"trend_mb": round(statistics.median(slopes) * last_minutes, 1),
+            "end_samples_mb": round(values[-1] - values[0], 1),
+            "min_mb": round(min(values), 1), "max_mb": round(max(values), 1)}
 
 
 def plot_rss(samples: list[dict], path: Path) -> None:
@@ -222,8 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         exit_code = lsp.close()
         http_proc.terminate()
         http_proc.wait(30)
-    last_hour = {f"{name}_last_hour_growth_mb": growth_mb(samples, name, 60)
-                 for name in ("lsp", "http")}
+    last_hour = {f"{name}_last_hour": growth_mb(samples, name, 60) for name in ("lsp", "http")}
     result = {"date": time.strftime("%Y-%m-%d"), "minutes": args.minutes, "model": args.model,
               "lsp": typed, "http": fim,
               "rss": {**{k: round(v, 1) for k, v in rss.items()}, **last_hour},

@@ -308,3 +308,16 @@ def test_the_workspace_bench_scores_cuts_whose_answer_was_in_the_snippets_with_a
     tally_reached(copied, [], right, ["m"], shares)  # cut 3: reached nowhere, counts nowhere
     assert copied == {"share 0.25": {"cuts": 1, "m share 0": 0, "m share 0.25": 0},
                       "share 0.5": {"cuts": 2, "m share 0": 1, "m share 0.5": 2}}
+
+
+def test_the_soak_growth_is_the_trend_of_the_last_hour_not_one_sample_in_a_dip():
+    from bench.soak import growth_mb
+
+    flat = [{"minute": float(m), "http": 450.0 + (m % 3) * 0.5} for m in range(121)]
+    flat[60]["http"] = 410.0  # a heap trim's dip right where the last hour begins
+    got = growth_mb(flat, "http", 60)
+    assert got["end_samples_mb"] == 40.0 and abs(got["trend_mb"]) <= 0.5
+    assert (got["min_mb"], got["max_mb"]) == (410.0, 451.0)
+    growing = [{"minute": float(m), "http": 400.0 + m / 2} for m in range(121)]
+    assert growth_mb(growing, "http", 60)["trend_mb"] == 30.0  # 0.5 MB a minute
+    assert growth_mb(growing[:50], "http", 60) is None  # shorter than an hour
