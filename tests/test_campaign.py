@@ -204,7 +204,9 @@ def test_the_kept_log_grows_across_machines_without_repeating_steps(plan):
 
     def steps(a: int, b: int) -> list[str]:
         return [json.dumps({"step": k, "loss": 3.0 - k / 10}) for k in range(a, b)]
-    (runs / "log.jsonl").write_text("\n".join([header, *steps(1, 5)]) + "\n")
+    # an attempt that stopped before its first save, then the run from step 1 again
+    (runs / "log.jsonl").write_text("\n".join([header, *steps(1, 3), header, *steps(1, 5)])
+                                    + "\n")
     campaign.keep_log("ar")
     # a new machine resumed at step 4 from the committed weights: its log starts there
     (runs / "log.jsonl").write_text("\n".join([header, *steps(5, 8)]) + "\n")

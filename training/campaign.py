@@ -176,11 +176,16 @@ def keep_log(stage: str) -> None:
     kept = cs.HERE / "logs" / f"{stage}.jsonl"
     old = kept.read_text().splitlines() if kept.is_file() else []
     last = max((json.loads(line).get("step", 0) for line in old), default=0)
-    new = []
-    for line in source.read_text().splitlines():
+    header, steps = [], {}  # a stage restarted without its state logs its steps again:
+    for line in source.read_text().splitlines():  # the later row of a step wins
         row = json.loads(line) if line.strip() else None
-        if row is not None and (row["step"] > last if "step" in row else not old):
-            new.append(line)
+        if row is None:
+            continue
+        if "step" not in row:
+            header = header or ([] if old else [line])
+        elif row["step"] > last:
+            steps[row["step"]] = line
+    new = header + [steps[k] for k in sorted(steps)]
     if new:
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_text("".join(f"{line}\n" for line in old + new))
