@@ -198,8 +198,7 @@ class WorkspaceIndex:
             if dead > max(20_000, 2 * self._alive_count):
                 self._rebuild()
             elif merge and self.wants_compaction():
-                self._merge(list(self._recent))
-                self._prune_defs()
+                self.compact()  # under the lock held here: its batches run back to back
 
     def remove(self, path: str) -> None:
         with self._lock:
