@@ -4,7 +4,6 @@ which chunks a completion gets."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 from dlm_lsp.pipeline import retrieval
@@ -186,17 +185,18 @@ def test_the_reader_waits_for_the_model_between_files_and_between_merge_batches(
     model_busy = threading.Event()
     model_busy.set()
     checks: list[int] = []
+    asked_thrice = threading.Event()
 
     def busy() -> bool:
         checks.append(1)
+        if len(checks) >= 3:
+            asked_thrice.set()
         return model_busy.is_set()
 
     indexer = WorkspaceIndexer(busy=busy)
     indexer.add_root(tmp_path)
-    deadline = time.monotonic() + 10
-    while len(checks) < 3 and time.monotonic() < deadline:  # it asks again and again...
-        time.sleep(0.005)
-    assert len(checks) >= 3 and indexer.index.stats()["files"] == 0  # ...and reads nothing
+    assert asked_thrice.wait(timeout=10)  # it asks again and again...
+    assert indexer.index.stats()["files"] == 0  # ...and reads nothing
     waiting = len(checks)
     model_busy.clear()
     assert indexer.wait_idle(timeout=30)
