@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,21 @@ def test_ar_twin_neither_stops_nor_ends_while_it_has_written_only_blanks(ar_chec
     cfg = SamplerConfig(stop_ids=(first,), blank_ids=(first,))
     span = sample_autoregressive(model, [prefix, 12, suffix], cfg).candidates[0].spans[0]
     assert span and span[0] != first
+
+
+def test_ar_twin_does_not_end_a_block_of_whole_lines_before_a_line_break(ar_checkpoint):
+    """The sampler's whole-line rule, on the twin: with its ends made likeliest it would end
+    at once; with a line break named, not before it writes one after content."""
+    model = load_checkpoint(ar_checkpoint)
+    prefix, suffix = model.encode("def f(x):\n    "), model.encode("\n\nprint(f(2))\n")
+    free = sample_autoregressive(model, [prefix, 12, suffix], SamplerConfig())
+    written = free.candidates[0].spans[0]
+    assert len(written) >= 2
+    eager = SamplerConfig(end_bias=-50.0)
+    assert sample_autoregressive(model, [prefix, 12, suffix], eager).candidates[0].spans[0] == []
+    lines = dataclasses.replace(eager, line_ids=(written[1],))
+    span = sample_autoregressive(model, [prefix, 12, suffix], lines).candidates[0].spans[0]
+    assert span == written[:written.index(written[1]) + 1]
 
 
 def test_ar_twin_fills_several_spans_left_to_right_with_n_best_rows(ar_checkpoint):

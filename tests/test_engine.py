@@ -37,6 +37,14 @@ def test_a_line_or_a_blank_line_gets_the_blank_tokens_and_a_block_elsewhere_none
     assert parrot_engine.mode_config("block", model).blank_ids == ()
 
 
+def test_only_a_block_on_a_blank_line_must_be_whole_lines(parrot_engine):
+    model = parrot_engine.load()
+    assert parrot_engine.mode_config("block", model, blank_line=True).line_ids == model.newline_ids
+    assert parrot_engine.mode_config("block", model).line_ids == ()
+    assert parrot_engine.mode_config("line", model, blank_line=True).line_ids == ()
+    assert parrot_engine.mode_config("span", model, blank_line=True).line_ids == ()
+
+
 def test_identical_requests_come_from_the_cache(parrot_engine):
     text = "y = \n"
     parrot_engine.complete(text, 4, "python")

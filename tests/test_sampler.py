@@ -296,6 +296,23 @@ def test_a_blank_span_neither_ends_nor_stops_until_it_writes_something_else():
         assert out.candidates[0].spans == [[BLANK, 10, NEWLINE]]  # stops once it has a word
 
 
+def test_a_block_of_whole_lines_does_not_end_before_a_line_break_after_content():
+    """On a blank line after `def f():` the model would end after one word (`self`); with
+    the line breaks named, its end waits until a line is written, and a break before any
+    content does not count."""
+    prefs = {0: {10: 5.0}, 1: {EOS: 5.0, 11: 3.0}, 2: {EOS: 5.0, NEWLINE: 3.0}}
+    block = SamplerConfig(threshold=0.5, blank_ids=(BLANK, NEWLINE))
+    assert sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], block).candidates[0].spans == [[10]]
+    lines = dataclasses.replace(block, line_ids=(NEWLINE,))
+    for use_cache in (True, False):
+        cfg = dataclasses.replace(lines, use_cache=use_cache)
+        out = sample(Prefers(prefs), SPEC, [PREFIX, 6, SUFFIX], cfg)
+        assert out.candidates[0].spans == [[10, 11, NEWLINE]]
+    early_break = {0: {NEWLINE: 5.0}, 1: {EOS: 5.0, 10: 3.0}, 2: {EOS: 5.0, NEWLINE: 3.0}}
+    out = sample(Prefers(early_break), SPEC, [PREFIX, 6, SUFFIX], lines)
+    assert out.candidates[0].spans == [[NEWLINE, 10, NEWLINE]]
+
+
 def test_the_blank_rule_looks_at_each_span_and_row_on_its_own():
     """A word in the first span does not let the second one end blank, nor a row another."""
     prefs = {0: {10: 5.0}, 1: {EOS: 5.0}, 3: {BLANK: 5.0}, 4: {EOS: 5.0, 11: 3.0}}
@@ -418,3 +435,4 @@ def test_the_trace_gives_features_and_the_final_tokens_to_label_them():
     assert ((feats[0, :, 0] >= 0.6) & (feats[0, :, 0] < 0.63)).all()
     assert (tokens[0] == out.final[0, pos]).all()  # a confident script never changes its mind
     assert int(picked.sum()) == 1  # one token a step
+

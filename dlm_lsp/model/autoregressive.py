@@ -136,7 +136,9 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
                           first_token_mask([cfg.first_tokens] * B, logits.shape[-1], device))
     no_blank_end = blank_enders(cfg, ends)
     blank = torch.tensor(cfg.blank_ids, dtype=torch.long, device=device)
-    still_blank = torch.ones(B, dtype=torch.bool, device=device)
+    line_ids = torch.tensor(cfg.line_ids, dtype=torch.long, device=device)
+    still_blank = torch.ones(B, dtype=torch.bool, device=device)  # or no whole line yet
+    has_content = torch.zeros(B, dtype=torch.bool, device=device)
     end_bias_ids = torch.cat([ends, stops])
     for i in range(max_new):
         if cfg.end_bias:
@@ -148,7 +150,12 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
         out[:, i] = torch.where(done | ended, spec.pad_token_id, tok)
         done |= ended | torch.isin(tok, stops)
         # the token healing took back, written again first, is no content yet
-        still_blank &= torch.isin(tok, blank) | ((tok == cfg.healed_token) & (i == 0))
+        content = ~torch.isin(tok, blank) & ~((tok == cfg.healed_token) & (i == 0))
+        if len(line_ids):  # as the sampler: open until a line break after content
+            has_content |= content
+            still_blank &= ~(has_content & torch.isin(tok, line_ids))
+        else:
+            still_blank &= ~content
         if bool(done.all()) or i == max_new - 1:
             break
         if should_stop():

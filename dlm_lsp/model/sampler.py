@@ -88,6 +88,9 @@ class SamplerConfig:
     # Whitespace-only tokens: while a span holds nothing else, it may neither end nor stop
     # (the editor sets them on a blank line, where an answer of blanks is no answer).
     blank_ids: tuple[int, ...] = ()
+    # Line-break tokens: when set, a span may not end before it writes one after content (a
+    # block on a blank line is whole lines: the model's end after `self` is no answer there).
+    line_ids: tuple[int, ...] = ()
     # The prefix token that token healing took back: written again at a span's first slot it
     # adds nothing to the prefix, so the blank rule does not count it as content.
     healed_token: int = -1
@@ -204,6 +207,7 @@ def decode_rows(
     no_blank_end = blank_enders(cfg, ends)
     not_content = torch.tensor([*cfg.blank_ids, spec.mask_token_id, spec.pad_token_id,
                                 spec.eos_token_id], dtype=torch.long, device=device)
+    line_ids = torch.tensor(cfg.line_ids, dtype=torch.long, device=device)
     end_bias_ids = torch.cat([ends, stop])
     if cfg.max_steps <= 0:  # one step per slot, as the published recipes decode
         cfg = dataclasses.replace(cfg, max_steps=max(1, int((span_of >= 0).sum())))
@@ -252,7 +256,8 @@ def decode_rows(
                 logits[..., end_bias_ids] -= cfg.end_bias
             blank_at = None  # (B, P) slots of a span that holds no content before them
             if len(no_blank_end):
-                blank_at = _blank_before(x, span_of, slots, not_content, cfg.healed_token)[
+                blank_at = _blank_before(x, span_of, slots, not_content, cfg.healed_token,
+                                         line_ids)[
                     :, torch.searchsorted(slots, pos)]
                 # An end takes effect at a span's first open slot: only there is it ruled
                 # out (elsewhere it is merely not committed), so the other slots' confidences
@@ -294,7 +299,8 @@ def decode_rows(
             if blank_at is not None and bool(close.any()):  # blank still, with this step's
                 after = x.clone()                            # words written?
                 after[:, pos] = torch.where(pick, tokens, after[:, pos])
-                still = _blank_before(after, span_of, slots, not_content, cfg.healed_token)
+                still = _blank_before(after, span_of, slots, not_content, cfg.healed_token,
+                                      line_ids)
                 close &= ~(still[:, torch.searchsorted(slots, pos)]
                            & torch.isin(tokens, no_blank_end))
             pick |= close
@@ -515,9 +521,10 @@ def _no_empty_spans(logits: torch.Tensor, pos: torch.Tensor, span_of: torch.Tens
 
 
 def blank_enders(cfg: SamplerConfig, ends: torch.Tensor) -> torch.Tensor:
-    """The tokens a span may not take while it is blank: its ends, and the stop tokens that
-    are blank themselves (a line break). Empty without ``cfg.blank_ids``."""
-    if not cfg.blank_ids:
+    """The tokens a span may not take while it is blank (or, with ``cfg.line_ids``, holds no
+    whole line yet): its ends, and the stop tokens that are blank themselves (a line break).
+    Empty without ``cfg.blank_ids`` and ``cfg.line_ids``."""
+    if not cfg.blank_ids and not cfg.line_ids:
         return ends[:0]
     blank_stops = sorted(set(cfg.stop_ids) & set(cfg.blank_ids))
     return torch.cat([ends, torch.tensor(blank_stops, dtype=torch.long, device=ends.device)])
@@ -529,10 +536,12 @@ def forbid_ids(logits: torch.Tensor, where: torch.Tensor, ids: torch.Tensor) -> 
 
 
 def _blank_before(x: torch.Tensor, span_of: torch.Tensor, slots: torch.Tensor,
-                  not_content: torch.Tensor, healed_token: int = -1) -> torch.Tensor:
+                  not_content: torch.Tensor, healed_token: int = -1,
+                  line_ids: torch.Tensor | None = None) -> torch.Tensor:
     """(B, S) for each slot: whether its span holds nothing but `not_content` tokens (the
     blank ones, masks and ends) before it; the `healed_token` at a span's first slot is no
-    content either (it only spells the prefix's end again)."""
+    content either (it only spells the prefix's end again). With `line_ids` (non-empty):
+    whether the span holds no line break after content before it (no whole line yet)."""
     span_ids = span_of[slots]
     first = torch.ones_like(span_ids, dtype=torch.bool)
     first[1:] = span_ids[1:] != span_ids[:-1]
@@ -543,7 +552,12 @@ def _blank_before(x: torch.Tensor, span_of: torch.Tensor, slots: torch.Tensor,
     before = is_content.cumsum(1) - is_content  # (B, S) content slots before each slot
     start = torch.cummax(torch.where(first, torch.arange(len(slots), device=x.device), 0),
                          0).values  # (S,) index of each slot's span start
-    return (before - before[:, start]) == 0
+    if line_ids is None or len(line_ids) == 0:
+        return (before - before[:, start]) == 0
+    upto = before + is_content - before[:, start]  # content in the span up to each slot
+    breaks = (torch.isin(x[:, slots], line_ids) & (upto > 0)).long()
+    breaks_before = breaks.cumsum(1) - breaks
+    return (breaks_before - breaks_before[:, start]) == 0
 
 
 def first_token_mask(rows: Sequence[Sequence[int]], vocab: int,

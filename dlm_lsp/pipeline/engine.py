@@ -205,7 +205,8 @@ class Engine:
         (the slots after it would be cut anyway) and has its own step budget. A single line,
         and a block on a blank line, may not end before the answer writes something other
         than whitespace (the prefix's own last token, written again after healing, does not
-        count): the editor would not show it. A published recipe decodes as its family does,
+        count): the editor would not show it. A block on a blank line is whole lines: it may
+        not end before a line break after content either. A published recipe decodes as its family does,
         cut to the line afterwards."""
         if published_recipe(model, self.settings) is None:
             if mode == "line":
@@ -214,6 +215,8 @@ class Engine:
                                                       self.settings.line_steps))
             if blank_line or mode == "line":
                 overrides.setdefault("blank_ids", model.blank_ids)
+            if blank_line and mode == "block":
+                overrides.setdefault("line_ids", model.newline_ids)
         return self.sampler_config(model, **overrides)
 
     def run(
