@@ -337,3 +337,43 @@ def test_the_soak_growth_is_the_trend_of_the_last_hour_not_one_sample_in_a_dip()
     growing = [{"minute": float(m), "http": 400.0 + m / 2} for m in range(121)]
     assert growth_mb(growing, "http", 60)["trend_mb"] == 30.0  # 0.5 MB a minute
     assert growth_mb(growing[:50], "http", 60) is None  # shorter than an hour
+
+
+BLOCK_FILE = """import os
+
+
+def size(path):
+    st = os.stat(path)
+
+    return st.st_size
+
+
+def long():
+""" + "".join(f"    x{i} = {i}\n" for i in range(12))
+
+
+def test_a_block_case_cuts_the_whole_body_after_its_opener():
+    import random
+
+    from bench.blocks import MAX_BODY_LINES, cut_block
+
+    cuts = {cut_block(BLOCK_FILE, random.Random(seed)) for seed in range(200)} - {None}
+    assert len(cuts) == 1  # `long` has more than MAX_BODY_LINES lines, `import` no body
+    a, b = cuts.pop()
+    assert BLOCK_FILE[:a].endswith("def size(path):\n    ")
+    assert BLOCK_FILE[a:b] == "st = os.stat(path)\n\n    return st.st_size"
+    assert BLOCK_FILE[b:].startswith("\n\n\ndef long():")
+    assert 12 > MAX_BODY_LINES
+
+
+def test_block_scores_count_first_lines_bodies_and_answers():
+    from bench.blocks import BlockCase, score
+
+    cases = [BlockCase("p", "f.py", "", "a = 1\n    return a", ""),
+             BlockCase("p", "f.py", "", "pass", ""),
+             BlockCase("p", "f.py", "", "x()\n    y()", "")]
+    got = score(["a = 1\n    return b", "pass\n", ""], cases)
+    assert got["first_line_exact"] == round(100 * 2 / 3, 1)
+    assert got["body_exact"] == round(100 / 3, 1) and got["answered"] == round(200 / 3, 1)
+    assert 0 < got["similarity"] < 1
+    assert score(["x()\n    y()"], cases[2:])["similarity"] == 1.0
