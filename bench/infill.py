@@ -52,7 +52,10 @@ def finish(raw: str, mode: str, text: str, offset: int, suffix: str) -> str:
     if mode == "span":
         return cut_repeated_suffix(raw, suffix)
     errors, baseline = insertion_checker(text, offset, offset, "python")
-    plan = SpanPlan(mode, "", "", "")
+    # no block to fit under (the answer keeps the model's indentation), but a block
+    # ends where the model dedents below the cursor, as in the editor
+    line_prefix = text[text.rfind("\n", 0, offset) + 1:offset] if mode == "block" else ""
+    plan = SpanPlan(mode, "", "" if line_prefix.strip() else line_prefix, "")
     return finish_candidate(raw, plan, suffix, errors, baseline) or ""
 
 

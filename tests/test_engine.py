@@ -112,6 +112,18 @@ def test_fill_holes_replaces_every_hole_in_one_run(parrot_engine):
     assert [e.text for e in found] == ["1" * 12, "1" * 12, "1" * 8]
 
 
+def test_a_filled_block_hole_ends_where_the_fill_leaves_the_block(parrot_engine, monkeypatch):
+    from dlm_lsp.model.sampler import Candidate, SampleResult
+
+    text = "class A:\n    def a(self):\n        ...\n"
+    model = parrot_engine.load()
+    fill = model.encode("return 1\n\n    def b(self):\n        return 2")
+    monkeypatch.setattr(parrot_engine, "run", lambda pieces, *a, **k: (
+        SampleResult([Candidate([fill], [[1.0] * len(fill)])], 1, 1), None))
+    found = edits.fill_holes(parrot_engine, text, "python")
+    assert [(text[e.start:e.end], e.text) for e in found] == [("...", "return 1")]
+
+
 def test_instant_edit_regenerates_the_selection_with_the_instruction_in_context(parrot_engine):
     text = "a = 1\nb = compute(a)\nc = 3\n"
     start, end = text.index("compute(a)"), text.index("\nc")

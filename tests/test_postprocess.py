@@ -46,6 +46,20 @@ def test_block_stops_where_it_repeats_the_following_code():
     assert cut_repeated_suffix(raw, suffix) == "    total = sum(xs)\n"
 
 
+def test_a_block_ends_where_a_line_is_indented_less_than_the_cursor():
+    from dlm_lsp.pipeline.postprocess import cut_at_dedent
+
+    raw = "total = 0\n        for x in xs:\n            total += x\n\n    def next(self):\n"
+    assert cut_at_dedent(raw, 8) == "total = 0\n        for x in xs:\n            total += x\n\n"
+    assert cut_at_dedent(raw, 0) == raw  # cursor at column 0: nothing is shallower
+    plan = SpanPlan("block", "        ", "        ", "")
+    done = finish_candidate(raw, plan, "", lambda c: 0, 0)
+    assert done == "total = 0\n        for x in xs:\n            total += x"
+    # an instruct model's answer is indented from its own first line: padded, not cut
+    relative = finish_candidate("x = 1\ny = 2", plan, "", lambda c: 0, 0, file_indents=False)
+    assert relative == "x = 1\n        y = 2"
+
+
 def test_reindent_puts_model_lines_under_the_cursor_block():
     plan = SpanPlan("block", "        ", "        ", "")
     assert reindent("x = 1\ny = 2\n", plan) == "x = 1\n        y = 2"

@@ -13,7 +13,7 @@ from dlm_lsp.model.checkpoint import LoadedModel
 from dlm_lsp.pipeline.chat import chat_ids, edit_request, unfence
 from dlm_lsp.pipeline.context import build_context
 from dlm_lsp.pipeline.engine import Engine, context_budget, insertion_checker
-from dlm_lsp.pipeline.postprocess import first_line, reindent, trim_until_parses
+from dlm_lsp.pipeline.postprocess import cut_at_dedent, first_line, reindent, trim_until_parses
 from dlm_lsp.pipeline.syntax import Hole, SpanPlan, comment_prefix, error_regions, find_holes
 
 MAX_HOLES = 16
@@ -72,6 +72,8 @@ def fill_holes(
         if _inline(text, hole):
             fill = first_line(raw).strip()
         else:
+            if model.spec.prompt_format != "chat":  # the code after the hole's block
+                raw = cut_at_dedent(raw, len(hole.indent))
             fill = reindent(raw, SpanPlan("block", hole.indent, hole.indent, ""))
         errors, baseline = insertion_checker(text, hole.start, hole.end, language, extent=True)
         kept = trim_until_parses(fill, errors, baseline, block=not _inline(text, hole))

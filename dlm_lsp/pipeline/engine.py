@@ -206,8 +206,8 @@ class Engine:
         and a block on a blank line, may not end before the answer writes something other
         than whitespace (the prefix's own last token, written again after healing, does not
         count): the editor would not show it. A block on a blank line is whole lines: it may
-        not end before a line break after content either. A published recipe decodes as its family does,
-        cut to the line afterwards."""
+        not end before a line break after content either. A published recipe decodes as its
+        family does, cut to the line afterwards."""
         if published_recipe(model, self.settings) is None:
             if mode == "line":
                 overrides.setdefault("stop_ids", model.newline_ids)
@@ -291,7 +291,8 @@ class Engine:
         scored = []
         for cand in result.candidates:
             raw = unheal(model.decode(cand.spans[0]), healing)
-            done = finish_candidate(raw, plan, ctx.suffix, errors, baseline)
+            done = finish_candidate(raw, plan, ctx.suffix, errors, baseline,
+                                    file_indents=model.spec.prompt_format != "chat")
             if done is not None:
                 scored.append(Scored(done, cand.mean_confidence))
         ranked = rank(scored)

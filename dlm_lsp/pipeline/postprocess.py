@@ -54,6 +54,19 @@ def cut_repeated_suffix(text: str, suffix: str) -> str:
     return text
 
 
+def cut_at_dedent(text: str, column: int) -> str:
+    """Block mode, for a model that writes each line's indentation as it stands in the
+    file: stop at the first line after the cursor's that is indented less than the cursor's
+    `column` (that line is the code after the block, not its body)."""
+    if column <= 0:
+        return text
+    lines = text.splitlines(keepends=True)
+    for i in range(1, len(lines)):
+        if lines[i].strip() and len(_indent_of(lines[i])) < column:
+            return "".join(lines[:i])
+    return text
+
+
 def _indent_of(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
 
@@ -136,16 +149,20 @@ def repetitive(text: str, min_repeats: int = 4, share: float = 0.6) -> bool:
 
 
 def finish_candidate(
-    raw: str, plan: SpanPlan, suffix: str, errors: ParseCheck, baseline: int
+    raw: str, plan: SpanPlan, suffix: str, errors: ParseCheck, baseline: int,
+    file_indents: bool = True,
 ) -> str | None:
     """Apply the mode's cuts, the suffix de-duplication, re-indentation and the parse check;
-    None when nothing is left worth showing (a repetitive candidate is never shown)."""
-    text = _finish(raw, plan, suffix, errors, baseline)
+    None when nothing is left worth showing (a repetitive candidate is never shown).
+    `file_indents`: the model writes indentation as it stands in the file (infilling), so a
+    block ends where a line is indented less than the cursor; an instruct model's answer
+    (False) is indented relative to its own first line."""
+    text = _finish(raw, plan, suffix, errors, baseline, file_indents)
     return None if text is None or repetitive(text) else text
 
 
 def _finish(raw: str, plan: SpanPlan, suffix: str, errors: ParseCheck,
-            baseline: int) -> str | None:
+            baseline: int, file_indents: bool) -> str | None:
     if plan.mode == "line":
         text = first_line(raw).rstrip()
         if not plan.line_prefix.strip():  # nothing typed yet on the line: no leading blanks
@@ -160,7 +177,10 @@ def _finish(raw: str, plan: SpanPlan, suffix: str, errors: ParseCheck,
                 if best is None or n < best[0]:
                     best = (n, kept)
         return best[1] if best else None
-    text = reindent(cut_repeated_suffix(raw, suffix), plan)
+    text = cut_repeated_suffix(raw, suffix)
+    if file_indents and not plan.line_prefix.strip():
+        text = cut_at_dedent(text, len(plan.line_prefix))
+    text = reindent(text, plan)
     if not text.strip():
         return None
     return trim_until_parses(text, errors, baseline, block=True)
