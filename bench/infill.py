@@ -81,8 +81,9 @@ class Infiller:
         ctx = build_context(text, offset, model.encode,
                             context_budget(self.engine.settings, model, slots),
                             retrieve=retrieve, retrieval_share=retrieval_share)
-        blank = plan_span(text, offset, "python").blank_line
-        cfg = self.engine.mode_config(mode, model, blank and mode != "span", **sampler)
+        plan = plan_span(text, offset, "python")
+        cfg = self.engine.mode_config(mode, model, plan.blank_line and mode != "span",
+                                      len(plan.line_prefix), **sampler)
         pieces, healing = [ctx.prefix_ids, slots, ctx.suffix_ids], None
         if self.heal:
             pieces, cfg, healing = healed(model, ctx.prefix_ids, pieces[1:], cfg)

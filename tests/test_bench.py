@@ -118,6 +118,19 @@ def test_ar_twin_does_not_end_a_block_of_whole_lines_before_a_line_break(ar_chec
     assert span == written[:written.index(written[1]) + 1]
 
 
+def test_left_to_right_decoding_sees_a_block_end_where_a_line_starts_too_shallow():
+    from dlm_lsp.model.autoregressive import DedentWatch
+
+    texts = ["x", " = 1", "\n        ", "\n", "    ", "    ", "y", "\n    z", "\n\n"]
+    watch = DedentWatch(texts, column=8, rows=2)
+    # row 0: a line at 8 (inside), then a blank line, then "    " + "    " + y: 8, inside;
+    # row 1: a line break whose token carries a line at 4: outside at once
+    steps = [(0, 7), (1, 0), (2, 0), (8, 0), (4, 0), (5, 0), (6, 0), (3, 0), (0, 0)]
+    seen = [watch.update(pair) for pair in steps]
+    assert [s[1] for s in seen] == [True] + [False] * 8
+    assert [s[0] for s in seen] == [False] * 8 + [True]  # "\n" then "x": column 0
+
+
 def test_ar_twin_fills_several_spans_left_to_right_with_n_best_rows(ar_checkpoint):
     model = load_checkpoint(ar_checkpoint)
     a, b, c = (model.encode(t) for t in ("x = ", "\ny = ", "\nprint(x, y)\n"))

@@ -43,6 +43,9 @@ def test_only_a_block_on_a_blank_line_must_be_whole_lines(parrot_engine):
     assert parrot_engine.mode_config("block", model).line_ids == ()
     assert parrot_engine.mode_config("line", model, blank_line=True).line_ids == ()
     assert parrot_engine.mode_config("span", model, blank_line=True).line_ids == ()
+    block = parrot_engine.mode_config("block", model, blank_line=True, column=8)
+    assert block.block_column == 8
+    assert parrot_engine.mode_config("line", model, blank_line=True, column=8).block_column == 0
 
 
 def test_identical_requests_come_from_the_cache(parrot_engine):

@@ -108,6 +108,33 @@ def sample_autoregressive(
     return SampleResult(candidates, passes, passes, [1] * tokens)
 
 
+class DedentWatch:
+    """Per row, whether the text written so far has started a line indented less than
+    `column`: the end of a block, told from the tokens' texts as they come."""
+
+    def __init__(self, texts: Sequence[str], column: int, rows: int):
+        self.texts, self.column = texts, column
+        self.indent = [-1] * rows  # indentation of the line being started; -1: mid-line
+
+    def update(self, tokens: Sequence[int]) -> list[bool]:
+        """Take one token per row; True for the rows whose new line starts too shallow."""
+        out = []
+        for b, tok in enumerate(tokens):
+            text = self.texts[tok] if 0 <= tok < len(self.texts) else ""
+            dedent = False
+            if "\n" in text:
+                text = text.rsplit("\n", 1)[1]
+                self.indent[b] = 0
+            if self.indent[b] >= 0 and text:
+                body = text.lstrip(" \t")
+                self.indent[b] += len(text) - len(body)
+                if body:
+                    dedent = self.indent[b] < self.column
+                    self.indent[b] = -1
+            out.append(dedent)
+        return out
+
+
 @torch.inference_mode()
 def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new: int,
                cfg: SamplerConfig, B: int,
@@ -139,6 +166,7 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
     line_ids = torch.tensor(cfg.line_ids, dtype=torch.long, device=device)
     still_blank = torch.ones(B, dtype=torch.bool, device=device)  # or no whole line yet
     has_content = torch.zeros(B, dtype=torch.bool, device=device)
+    watch = DedentWatch(model.token_texts, cfg.block_column, B) if cfg.block_column > 0 else None
     end_bias_ids = torch.cat([ends, stops])
     for i in range(max_new):
         if cfg.end_bias:
@@ -149,6 +177,8 @@ def _fill_span(model: LoadedModel, prefix: list[int], suffix: list[int], max_new
         ended = torch.isin(tok, ends)
         out[:, i] = torch.where(done | ended, spec.pad_token_id, tok)
         done |= ended | torch.isin(tok, stops)
+        if watch is not None:  # the block's end: the line just begun is cut afterwards
+            done |= torch.tensor(watch.update(tok.tolist()), device=device)
         # the token healing took back, written again first, is no content yet
         content = ~torch.isin(tok, blank) & ~((tok == cfg.healed_token) & (i == 0))
         if len(line_ids):  # as the sampler: open until a line break after content

@@ -91,6 +91,10 @@ class SamplerConfig:
     # Line-break tokens: when set, a span may not end before it writes one after content (a
     # block on a blank line is whole lines: the model's end after `self` is no answer there).
     line_ids: tuple[int, ...] = ()
+    # > 0: the span is a block whose lines start at this column. Left-to-right decoding stops
+    # at the first line indented less (the code after the block; the editor cuts it anyway);
+    # the denoiser ends its spans itself.
+    block_column: int = 0
     # The prefix token that token healing took back: written again at a span's first slot it
     # adds nothing to the prefix, so the blank rule does not count it as content.
     healed_token: int = -1

@@ -200,14 +200,15 @@ class Engine:
         return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
 
     def mode_config(self, mode: str, model: LoadedModel, blank_line: bool = False,
-                    **overrides: object) -> SamplerConfig:
+                    column: int = 0, **overrides: object) -> SamplerConfig:
         """Sampler settings for a span of `mode`. A single line is done at its line break
         (the slots after it would be cut anyway) and has its own step budget. A single line,
         and a block on a blank line, may not end before the answer writes something other
         than whitespace (the prefix's own last token, written again after healing, does not
         count): the editor would not show it. A block on a blank line is whole lines: it may
-        not end before a line break after content either. A published recipe decodes as its
-        family does, cut to the line afterwards."""
+        not end before a line break after content either, and (written left to right, from
+        the cursor's `column`) it ends where a line starts less indented. A published recipe
+        decodes as its family does, cut to the line afterwards."""
         if published_recipe(model, self.settings) is None:
             if mode == "line":
                 overrides.setdefault("stop_ids", model.newline_ids)
@@ -217,6 +218,7 @@ class Engine:
                 overrides.setdefault("blank_ids", model.blank_ids)
             if blank_line and mode == "block":
                 overrides.setdefault("line_ids", model.newline_ids)
+                overrides.setdefault("block_column", column)
         return self.sampler_config(model, **overrides)
 
     def run(
@@ -285,7 +287,8 @@ class Engine:
                             retrieval_share=self.settings.retrieval_share)
         self.last_snippets = [snippet.split("\n", 1)[0] for snippet in ctx.snippets]
         pieces, cfg, healing = healed(model, ctx.prefix_ids, [slots, ctx.suffix_ids],
-                                      self.mode_config(plan.mode, model, plan.blank_line))
+                                      self.mode_config(plan.mode, model, plan.blank_line,
+                                                       len(plan.line_prefix)))
         result, stats = self.run(pieces, cancel, cfg)
         errors, baseline = insertion_checker(text, offset, offset, language)
         scored = []
