@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from bench import heldout
 from bench.heldout import cli, draw_cases
-from bench.lsp_latency import OPENER
+from bench.lsp_latency import OPENER, _indent
 
 CASES = Path(__file__).with_name("data") / "heldout_blocks.jsonl.gz"
 MAX_BODY_LINES = 8
@@ -39,10 +39,6 @@ class BlockCase:
     prefix: str  # up to the body's indentation on its first line
     middle: str  # the body from its first character to the end of its last line
     suffix: str  # from the line break after the body on
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" \t"))
 
 
 def cut_block(text: str, rng: random.Random) -> tuple[int, int] | None:
