@@ -27,6 +27,7 @@ from tqdm import tqdm
 from bench import heldout
 from bench.heldout import cli, draw_cases
 from bench.lsp_latency import OPENER, _indent
+from dlm_lsp.pipeline.postprocess import first_line
 
 CASES = Path(__file__).with_name("data") / "heldout_blocks.jsonl.gz"
 MAX_BODY_LINES = 8
@@ -81,8 +82,7 @@ def save_cases(cases: list[BlockCase], path: Path = CASES) -> None:
 
 
 def _first_line(text: str) -> str:
-    stripped = text.strip()
-    return stripped.split("\n", 1)[0].strip() if stripped else ""
+    return first_line(text.strip()).strip()
 
 
 def score(answers: list[str], cases: list[BlockCase]) -> dict:

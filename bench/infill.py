@@ -54,8 +54,8 @@ def finish(raw: str, mode: str, text: str, offset: int, suffix: str) -> str:
     errors, baseline = insertion_checker(text, offset, offset, "python")
     # no block to fit under (the answer keeps the model's indentation), but a block
     # ends where the model dedents below the cursor, as in the editor
-    line_prefix = text[text.rfind("\n", 0, offset) + 1:offset] if mode == "block" else ""
-    plan = SpanPlan(mode, "", "" if line_prefix.strip() else line_prefix, "")
+    line_prefix = plan_span(text, offset, "python").line_prefix if mode == "block" else ""
+    plan = SpanPlan(mode, "", line_prefix, "")
     return finish_candidate(raw, plan, suffix, errors, baseline) or ""
 
 
