@@ -84,22 +84,23 @@ def test_a_definition_from_another_file_is_chosen_for_a_name_before_the_cursor()
     prefix = "from pkg.config import parse_config\n\ndef main():\n    cfg = parse_config("
     snippets = index.select(prefix, ")\n", encode, budget=200, exclude="/ws/main.py",
                             language="python", file_text=prefix + ")\n")
-    assert snippets and snippets[-1].kind == "definition"  # nearest the code
-    assert "strict=False" in snippets[-1].text and snippets[-1].name == "pkg/config.py"
+    assert snippets and snippets[-1].name == "pkg/config.py"  # nearest the code
+    assert "def parse_config(path, strict=False" in snippets[-1].text
     assert snippets[-1].render("#").startswith("# Path: pkg/config.py\n")
 
 
 def test_an_imported_module_wins_over_another_definition_of_the_same_name():
-    index = index_of({"a/io.py": "def load(path):\n    return 'a'\n",
-                      "b/io.py": "def load(path, fast):\n    return 'b'\n"})
+    files = {"a/io.py": "def load(path):\n    return 'a'\n",
+             "b/io.py": "def load(path, fast):\n    return 'b'\n"}
+    index = index_of(files)
     for module, want in (("b.io", "fast"), ("a.io", "'a'")):
         text = f"from {module} import load\nx = load("
         got = index.select(text, "", encode, 200, exclude="/ws/m.py", file_text=text)
-        defs = [s for s in got if s.kind == "definition"]
-        assert defs and want in defs[-1].text
+        assert got and want in got[-1].text  # nearest the code
     rel = "from .io import load\nx = load("  # relative import inside package b
+    index = index_of({**files, "b/user.py": rel})  # the file itself places its package
     got = index.select(rel, "", encode, 200, exclude="/ws/b/user.py", file_text=rel)
-    assert "fast" in [s for s in got if s.kind == "definition"][-1].text
+    assert "fast" in got[-1].text
 
 
 def test_similar_windows_come_from_other_files_never_from_the_file_itself():
@@ -204,3 +205,30 @@ def test_the_reader_waits_for_the_model_between_files_and_between_merge_batches(
     # once per file (10) and between the batches of its merges (several per file here)
     assert len(checks) - waiting > 2 * 10
     indexer.stop()
+
+
+def test_a_window_is_shown_as_the_lines_around_its_line_most_like_the_cursors():
+    text = "".join(f"    step_{i} = run(stage_{i})\n" for i in range(20))
+    text = text.replace("step_12 = run(stage_12)", "table.add_column('name', String())")
+    a, b = retrieval.focus_span(text, 0, len(text), "table.add_", {"table", "add_column"})
+    shown = text[a:b].splitlines()
+    assert len(shown) == retrieval.FOCUS_LINES
+    assert "table.add_column('name', String())" in shown[retrieval.FOCUS_LINES - 2]
+    short = "x = 1\ny = 2\n"
+    assert retrieval.focus_span(short, 0, len(short), "z", set()) == (0, len(short))
+
+
+def test_a_small_budget_holds_the_matching_lines_of_several_files_not_one_whole_window():
+    def migration(table: str, column: str) -> str:
+        body = "".join(f"    log.info('step {i} of {table}')\n" for i in range(16))
+        return (f"def upgrade_{table}():\n{body}    op.add_column('{table}', "
+                f"sa.Column('{column}', sa.String(40), nullable=True))\n    return None\n")
+    index = index_of({"versions/a.py": migration("users", "email"),
+                      "versions/b.py": migration("orders", "note")})
+    prefix = "def upgrade_items():\n    op.add_column('items', sa.Column("
+    got = index.select(prefix, "\n", encode, 120, exclude="/ws/versions/c.py")
+    assert sum(len(encode(s.render("#"))) for s in got) <= 120
+    assert {s.name for s in got} == {"versions/a.py", "versions/b.py"}
+    assert all("sa.String(40), nullable=True))" in s.text for s in got)
+    whole = len(encode(index.files["/ws/versions/a.py"].text))
+    assert whole > 120  # one whole window would not have fitted
