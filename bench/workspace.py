@@ -2,6 +2,7 @@
 
     python -m bench.workspace quality [--packages alembic kombu ...] [--cuts 500]
                                       [--shares 0 0.15 0.25 0.4] [--models N=DIR ...] [--adapt]
+                                      [--context-tokens 1024]
     python -m bench.workspace scale [--files 5000]
 
 **quality**: each package held out of the training corpus (``runs/corpus/heldout.jsonl``) is
@@ -135,10 +136,11 @@ def quality(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) if "=" in m else (m, m) for m in args.models)
-    infillers = {k: Infiller(Engine(Settings(model=v, threads=args.threads)), k)
+    context = {"context_tokens": args.context_tokens} if args.context_tokens else {}
+    infillers = {k: Infiller(Engine(Settings(model=v, threads=args.threads, **context)), k)
                  for k, v in models.items()}
     result: dict = {"packages": {}, "cuts_per_package": args.cuts, "shares": args.shares,
-                    "models": models, "adapt": args.adapt}
+                    "context_tokens": args.context_tokens, "models": models, "adapt": args.adapt}
     cache = Path(tempfile.mkdtemp(prefix="dlm-adapt-"))
     for package in args.packages:
         files = package_files(args.corpus, package)
@@ -149,8 +151,8 @@ def quality(args: argparse.Namespace) -> dict:
         if args.adapt:
             tuned = adapt_package(package, files, learnt, next(iter(models.values())), cache)
             if tuned is not None:
-                runs["adapted"] = Infiller(Engine(Settings(model=str(tuned),
-                                                           threads=args.threads)), "adapted")
+                runs["adapted"] = Infiller(Engine(Settings(
+                    model=str(tuned), threads=args.threads, **context)), "adapted")
         exact: dict[str, int] = {}
         reach: dict[str, list[bool]] = {}
         copied: dict[str, dict[str, int]] = {}  # share -> key -> right, on cuts it reached
@@ -343,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--packages", nargs="+", default=PACKAGES)
     ap.add_argument("--cuts", type=int, default=500)
     ap.add_argument("--shares", nargs="+", type=float, default=[0.0, 0.15, 0.25, 0.4])
+    ap.add_argument("--context-tokens", type=int, default=None,
+                    help="the contextTokens setting (default: the server's); snippets get "
+                         "each share of it")
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
