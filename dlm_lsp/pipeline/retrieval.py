@@ -371,21 +371,19 @@ class WorkspaceIndex:
         with self._lock:
             if not self._alive_count:
                 return []
-            chosen: list[tuple[float, int, str]] = []
             skip_slot = self._slot_of.get(exclude) if exclude else None
             imported = self._imports(file_text or prefix, exclude) if file_text or prefix else {}
-            for score, cid in self._definitions_near(prefix, suffix, skip_slot, imported):
-                chosen.append((score, cid, "definition"))
             before = prefix.splitlines(keepends=True)
             query = "".join(before[-QUERY_LINES_BEFORE:]) + "".join(
                 suffix.splitlines(keepends=True)[:QUERY_LINES_AFTER])
             windows = [(score, cid, "window") for score, cid in self._bm25(
                 identifiers(query), skip_slot, limit * 2, boost=set(imported))]
-            chosen = windows + chosen
-            line = prefix[prefix.rfind("\n") + 1:]
+            defs = [(score, cid, "definition") for score, cid in
+                    self._definitions_near(prefix, suffix, skip_slot, imported)]
+            line = prefix[prefix.rfind("\n") + 1:].strip()
             names = set(identifiers("".join(before[-2:])))
-            return self._fit(chosen, encode, budget, limit, language,
-                             lambda text, a, b: focus_span(text, a, b, line.strip(), names))
+            return self._fit(windows + defs, encode, budget, limit, language,
+                             lambda text, a, b: focus_span(text, a, b, line, names))
 
     def _imports(self, text: str, exclude: str | None) -> dict[int, set[str]]:
         """File slots of the workspace modules `text` imports, with the names it takes from
