@@ -232,3 +232,21 @@ def test_a_small_budget_holds_the_matching_lines_of_several_files_not_one_whole_
     assert all("sa.String(40), nullable=True))" in s.text for s in got)
     whole = len(encode(index.files["/ws/versions/a.py"].text))
     assert whole > 120  # one whole window would not have fitted
+
+
+def test_lines_starting_as_the_cursors_line_are_shown_most_frequent_continuation_nearest():
+    usual = "    parser.add_argument('--verbose', action='store_true', help='more output')\n"
+    index = index_of({
+        "cli/a.py": f"def build(parser):\n{usual}    parser.add_argument('--x', type=int)\n",
+        "cli/b.py": f"def extend(parser):\n    parser.set_defaults(x=1)\n{usual}",
+        "cli/c.py": "def other(parser):\n    parser.add_argument('--verbose', action='count')\n",
+    })
+    prefix = "def cli(parser):\n    parser.add_argument('--verbose', "
+    got = index.select(prefix, "\n", encode, 200, exclude="/ws/cli/d.py")
+    lines = [s for s in got if s.kind == "line"]
+    assert [s.text.strip() for s in lines] == [
+        "parser.add_argument('--verbose', action='count')", usual.strip()]
+    assert got[-1] is lines[-1]  # the continuation written twice lies nearest the code
+    at_line_start = index.select("def cli(parser):\n    ", "\n", encode, 200,
+                                 exclude="/ws/cli/d.py")
+    assert at_line_start and all(s.kind != "line" for s in at_line_start)

@@ -7,7 +7,10 @@ Every file of the workspace (``workspace.py`` decides which) is cut into chunks:
   lines around the cursor with BM25 over identifiers (as RepoCoder and llm-ls retrieve) and
   shown as their ``FOCUS_LINES`` lines around the line most like the cursor's (the code
   that a line is cut from is most often written the same way elsewhere: a small budget
-  then holds several places instead of one window), and
+  then holds several places instead of one window),
+- **lines** of the best ``LINE_POOL`` windows that start as the cursor's line does before
+  the cursor, one per distinct continuation, the most frequent first (where the rest of a
+  line is written elsewhere, it is most often on such a line), and
 - **definitions** (tree-sitter nodes that define a name: functions, classes, methods,
   types), their first ``DEF_LINES`` lines, looked up by name for the names used near the
   cursor, first those the file imports from a module of the workspace.
@@ -43,6 +46,8 @@ DEF_LINES = 12
 QUERY_LINES_BEFORE, QUERY_LINES_AFTER = 15, 5
 NAME_LINES = 4  # lines before the cursor whose names are looked up as definitions
 FOCUS_LINES = 4  # a window is shown as this many lines around its line most like the cursor's
+LINE_POOL = 64  # windows searched for lines that start as the cursor's line does
+LINE_MATCHES = 4  # such lines shown, one per distinct continuation, the most frequent first
 K1, B = 1.2, 0.75
 COMMON_SHARE = 0.2  # a term in more chunks than this share says nothing about any of them
 RECENT_POSTINGS = 50_000  # dynamic postings merged into the arrays past this (or a quarter
@@ -71,7 +76,7 @@ class Snippet:
     path: str
     name: str  # the file's name relative to its root
     text: str
-    kind: str  # "definition" or "window"
+    kind: str  # "line", "window" or "definition"
     score: float
     start: int = 0  # where `text` lies in the file
     end: int = 0
@@ -364,8 +369,9 @@ class WorkspaceIndex:
                file_text: str | None = None, limit: int = 8) -> list[Snippet]:
         """Snippets for a cursor between `prefix` and `suffix` (of the file `exclude`,
         whose full text is `file_text`), at most `budget` tokens, most relevant last.
-        The windows most like the code around it come first, then definitions of the names
-        used just before the cursor; chunks of `exclude` are never chosen."""
+        Lines that start as the cursor's line come first, then the windows most like the
+        code around it, then definitions of the names used just before the cursor; chunks
+        of `exclude` are never chosen."""
         if budget <= 0:
             return []
         with self._lock:
@@ -376,14 +382,48 @@ class WorkspaceIndex:
             before = prefix.splitlines(keepends=True)
             query = "".join(before[-QUERY_LINES_BEFORE:]) + "".join(
                 suffix.splitlines(keepends=True)[:QUERY_LINES_AFTER])
-            windows = [(score, cid, "window") for score, cid in self._bm25(
-                identifiers(query), skip_slot, limit * 2, boost=set(imported))]
-            defs = [(score, cid, "definition") for score, cid in
+            pool = self._bm25(identifiers(query), skip_slot, max(limit * 2, LINE_POOL),
+                              boost=set(imported))
+            head = prefix[prefix.rfind("\n") + 1:].lstrip()
+            lines = self._line_matches(head, pool) if head.strip() else []
+            windows = [(score, cid, "window", None) for score, cid in pool[:limit * 2]]
+            defs = [(score, cid, "definition", None) for score, cid in
                     self._definitions_near(prefix, suffix, skip_slot, imported)]
-            line = prefix[prefix.rfind("\n") + 1:].strip()
+            line = head.strip()
             names = set(identifiers("".join(before[-2:])))
-            return self._fit(windows + defs, encode, budget, limit, language,
+            return self._fit(lines + windows + defs, encode, budget, limit, language,
                              lambda text, a, b: focus_span(text, a, b, line, names))
+
+    def _line_matches(self, head: str, pool: list[tuple[float, int]]
+                      ) -> list[tuple[float, int, str, tuple[int, int]]]:
+        """Lines of the `pool` windows that start with `head` (the cursor's line before the
+        cursor, without its indentation) and go on past it: one per distinct continuation,
+        the continuations written most often first (then the best window's). The rest of a
+        line is most often written verbatim where another line starts the same way."""
+        votes: dict[str, list] = {}  # continuation -> [count, score, cid, span]
+        seen: set[tuple[int, int]] = set()  # (file slot, line start): windows overlap
+        for score, cid in pool:
+            slot = self._chunk_file[cid]
+            path = self._slot_path[slot]
+            f = self.files.get(path) if path else None
+            if f is None:
+                continue
+            text = f.text
+            start, end = self._chunk_span[cid]
+            i = text.find(head, start, end)
+            while i >= 0:
+                line_start = text.rfind("\n", 0, i) + 1
+                if not text[line_start:i].strip() and (slot, line_start) not in seen:
+                    seen.add((slot, line_start))
+                    line_end = text.find("\n", i)
+                    line_end = len(text) if line_end < 0 else line_end + 1
+                    rest = text[i + len(head):line_end].rstrip()
+                    if rest.strip():
+                        v = votes.setdefault(rest, [0, score, cid, (line_start, line_end)])
+                        v[0] += 1
+                i = text.find(head, i + 1, end)
+        ranked = sorted(votes.values(), key=lambda v: (-v[0], -v[1]))[:LINE_MATCHES]
+        return [(score, cid, "line", span) for _, score, cid, span in ranked]
 
     def _imports(self, text: str, exclude: str | None) -> dict[int, set[str]]:
         """File slots of the workspace modules `text` imports, with the names it takes from
@@ -481,13 +521,14 @@ class WorkspaceIndex:
         return [(float(scores[c]), int(c)) for c in top[np.argsort(-scores[top])]
                 if scores[c] > 0]
 
-    def _fit(self, chosen: Iterable[tuple[float, int, str]], encode: Encode, budget: int,
+    def _fit(self, chosen: Iterable[tuple[float, int, str, tuple[int, int] | None]],
+             encode: Encode, budget: int,
              limit: int, language: str | None,
              focus: Callable[[str, int, int], tuple[int, int]]) -> list[Snippet]:
         comment = comment_prefix(language)
         taken: list[Snippet] = []
         spans: dict[int, list[tuple[int, int]]] = {}
-        for score, cid, kind in chosen:
+        for score, cid, kind, span in chosen:
             if len(taken) >= limit:
                 break
             slot = self._chunk_file[cid]
@@ -495,7 +536,7 @@ class WorkspaceIndex:
             f = self.files.get(path) if path else None
             if f is None:
                 continue
-            start, end = self._chunk_span[cid]
+            start, end = span or self._chunk_span[cid]
             if kind == "window":
                 start, end = focus(f.text, start, end)
             if any(a < end and start < b for a, b in spans.get(slot, ())):
