@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import random
 from pathlib import Path
 
@@ -116,10 +117,13 @@ def prepare(corpus: Path, data: Path, per_file: int, procs: int, seed: int = 0) 
     ptr = np.cumsum([0] + [len(e[3]) for e in examples])
     snippets = np.asarray([ref for e in examples for ref in e[3]], dtype=np.int32)
     out = data / "repo_context.npz"
-    np.savez(out, files=np.asarray([e[0] for e in examples], dtype=np.int32),
-             start=np.asarray([e[1] for e in examples], dtype=np.int32),
-             end=np.asarray([e[2] for e in examples], dtype=np.int32),
-             ptr=ptr.astype(np.int64), snippets=snippets.reshape(-1, 3))
+    part = out.with_suffix(".npz.part")  # a trainer starting meanwhile reads the old file
+    with open(part, "wb") as f:
+        np.savez(f, files=np.asarray([e[0] for e in examples], dtype=np.int32),
+                 start=np.asarray([e[1] for e in examples], dtype=np.int32),
+                 end=np.asarray([e[2] for e in examples], dtype=np.int32),
+                 ptr=ptr.astype(np.int64), snippets=snippets.reshape(-1, 3))
+    os.replace(part, out)
     (data / "repo_context.json").write_text(json.dumps({
         "examples": len(examples), "snippets": int(len(snippets)), "per_file": per_file,
         "budget_tokens": BUDGET_TOKENS, "packages": len(jobs)}))
