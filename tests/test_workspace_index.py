@@ -250,3 +250,12 @@ def test_lines_starting_as_the_cursors_line_are_shown_most_frequent_continuation
     at_line_start = index.select("def cli(parser):\n    ", "\n", encode, 200,
                                  exclude="/ws/cli/d.py")
     assert at_line_start and all(s.kind != "line" for s in at_line_start)
+
+
+def test_after_a_save_a_two_file_project_sharing_every_name_still_finds_the_other_file():
+    body = "parser = make()\nparser.add_argument('--verbose', action='store_true')\n"
+    index = index_of({"a.py": body, "b.py": body})  # no definitions: only BM25 can find a.py
+    index.update("/ws/b.py", "parser = make()\nparser.add_argument(\n", name="b.py")
+    got = index.select("parser = make()\nparser.add_argument(", "\n", encode, 200,
+                       exclude="/ws/b.py")
+    assert got and {s.name for s in got} == {"a.py"}

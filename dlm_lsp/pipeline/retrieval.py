@@ -501,7 +501,9 @@ class WorkspaceIndex:
                 parts.append((ids, _weights(np.array(recent[1], dtype=np.float32), dl[ids],
                                             avgdl)))
             parts = [p for p in parts if p is not None]
-            df = sum(len(ids) for ids, _ in parts)
+            # postings of chunks dropped since the last merge still count here: at most n,
+            # or a term in every file of a small project gets a negative idf after a save
+            df = min(sum(len(ids) for ids, _ in parts), n)
             if df == 0 or (n > 1000 and df > COMMON_SHARE * n):  # (its idf is ~0 anyway)
                 continue
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
