@@ -3,6 +3,7 @@
     python -m bench.workspace quality [--packages alembic kombu ...] [--cuts 500]
                                       [--shares 0 0.15 0.25 0.4] [--models N=DIR ...] [--adapt]
                                       [--context-tokens 1024]
+    python -m bench.workspace reach [--budgets 128 256 512]
     python -m bench.workspace scale [--files 5000]
 
 **quality**: each package held out of the training corpus (``runs/corpus/heldout.jsonl``) is
@@ -17,6 +18,11 @@ the same cuts. Scored on exact rest of line, per package; a bar plot beside the 
 the scores, how often the deleted text (8 characters or more) is in the snippets a share
 puts in the context at all: the most retrieval can give a model that copies perfectly, and
 on those cuts alone, each model's exact with and without the snippets (does it copy?).
+
+**reach** (no model, a minute): on the same cuts, how often the deleted text (8 characters
+or more) is in the snippets chosen within each of ``--budgets`` tokens, by the kind of
+snippet that holds it, and how often it is written anywhere else in its package (the
+ceiling of any retrieval).
 
 **scale**: ``--files`` Python files of the training corpus as one workspace: index time,
 the index's own memory estimate and the process's RSS growth, and the selection time of
@@ -39,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -200,6 +207,66 @@ def quality(args: argparse.Namespace) -> dict:
     return result
 
 
+def answer_reach(index: WorkspaceIndex, files: dict[str, str],
+                 cuts: list[tuple[str, int, int]], budgets: list[int],
+                 encode: Callable[[str], list[int]], root: str = "/ws") -> dict:
+    """For cuts whose deleted text is 8 characters or more: the share (%) whose text is in
+    the snippets chosen within each budget (``in_snippets``), by the kind of snippet that
+    holds it (``by_kind``), and written anywhere else in the package (``anywhere``)."""
+    n, anywhere = 0, 0
+    found = {b: 0 for b in budgets}
+    kinds: dict[int, dict[str, int]] = {b: {} for b in budgets}
+    for rel, cursor, end in cuts:
+        original = files[rel]
+        want = original[cursor:end].strip()
+        if len(want) < 8:
+            continue
+        text = original[:cursor] + original[end:]
+        path = f"{root}/{rel}"
+        index.update(path, text, name=rel, language="python")
+        n += 1
+        anywhere += any(want in t for r, t in files.items() if r != rel)
+        for b in budgets:
+            chosen = index.select(text[:cursor], text[cursor:cursor + 2000], encode, b,
+                                  exclude=path, language="python", file_text=text)
+            holders = [s.kind for s in chosen if want in s.render("#")]
+            found[b] += bool(holders) or want in "".join(s.render("#") for s in chosen)
+            for kind in set(holders):
+                kinds[b][kind] = kinds[b].get(kind, 0) + 1
+        index.update(path, original, name=rel, language="python")
+    pct = lambda k: round(100 * k / max(n, 1), 1)  # noqa: E731
+    return {"cuts": n, "anywhere": pct(anywhere),
+            "in_snippets": {str(b): pct(found[b]) for b in budgets},
+            "by_kind": {str(b): {k: pct(v) for k, v in sorted(kinds[b].items())}
+                        for b in budgets}}
+
+
+def reach(args: argparse.Namespace) -> dict:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(__file__).resolve().parents[1] / "dlm_lsp" /
+                                        "models" / "embedded" / "tokenizer.json"))
+    encode = lambda text: tokenizer.encode(text).ids  # noqa: E731
+    result: dict = {"packages": {}, "cuts_per_package": args.cuts, "budgets": args.budgets}
+    total: dict = {}
+    for package in tqdm(args.packages, desc="packages"):
+        files = package_files(args.corpus, package)
+        _, held = split_files(files, args.seed)
+        cuts = make_cuts({k: files[k] for k in held}, args.cuts, seed=args.seed)
+        got = answer_reach(index_package(files), files, cuts, args.budgets, encode)
+        result["packages"][package] = got
+        total["cuts"] = total.get("cuts", 0) + got["cuts"]
+        total["anywhere"] = total.get("anywhere", 0) + got["anywhere"] * got["cuts"]
+        for b, v in got["in_snippets"].items():
+            total[b] = total.get(b, 0) + v * got["cuts"]
+    cuts = max(total.get("cuts", 0), 1)
+    result["all"] = {"cuts": total.get("cuts", 0),
+                     "anywhere": round(total.get("anywhere", 0) / cuts, 1),
+                     "in_snippets": {str(b): round(total.get(str(b), 0) / cuts, 1)
+                                     for b in args.budgets}}
+    return result
+
+
 def plot(result: dict, path: Path) -> None:
     """Rest-of-line exact per package and configuration (bars), mean last."""
     import matplotlib
@@ -336,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     from bench.suite import machine
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["quality", "scale"])
+    ap.add_argument("command", choices=["quality", "reach", "scale"])
     ap.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
     ap.add_argument("--models", nargs="+", default=["embedded"],
                     help="NAME=DIR (or DIR) of each model to complete with")
@@ -348,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--context-tokens", type=int, default=None,
                     help="the contextTokens setting (default: the server's); snippets get "
                          "each share of it")
+    ap.add_argument("--budgets", nargs="+", type=int, default=[128, 256, 512],
+                    help="reach: snippet budgets in tokens")
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -356,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.corpus / "heldout.jsonl").is_file():
         sys.exit(f"{args.corpus} has no corpus: python -m training.corpus builds it")
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(args.threads),
-              **(quality(args) if args.command == "quality" else scale(args))}
+              **{"quality": quality, "reach": reach, "scale": scale}[args.command](args)}
     out = args.out or Path(f"bench/results/workspace_{args.command}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     if args.command == "quality":

@@ -339,6 +339,29 @@ def test_the_workspace_bench_scores_cuts_whose_answer_was_in_the_snippets_with_a
                       "share 0.5": {"cuts": 2, "m share 0": 1, "m share 0.5": 2}}
 
 
+def test_the_reach_counts_answers_found_in_the_snippets_by_kind_and_anywhere_else():
+    from bench.workspace import answer_reach, index_package
+
+    verbose = "    parser.add_argument('--verbose', action='store_true')\n"
+    files = {"cli/a.py": f"def build(parser):\n{verbose}",
+             "cli/b.py": f"def extend(parser):\n{verbose}"
+                         "    total = compute_something_unique(42)\n    n = 1\n"}
+    b = files["cli/b.py"]
+    line_cut = b.index("action=")
+    nowhere_cut = b.index("compute_")
+    short_cut = b.rindex("1\n")
+    cuts = [("cli/b.py", line_cut, b.index("\n", line_cut)),  # in a.py: a line snippet holds it
+            ("cli/b.py", nowhere_cut, b.index("\n", nowhere_cut)),  # written nowhere else
+            ("cli/b.py", short_cut, short_cut + 1)]  # under 8 characters: not counted
+    got = answer_reach(index_package(files), files, cuts, [64, 256],
+                       lambda text: list(range(len(text) // 4 + 1)))
+    assert got["cuts"] == 2 and got["anywhere"] == 50.0
+    assert got["in_snippets"] == {"64": 50.0, "256": 50.0}
+    assert got["by_kind"]["64"]["line"] == 50.0
+    none = answer_reach(index_package(files), files, cuts, [0], lambda t: [0] * len(t))
+    assert none["in_snippets"] == {"0": 0.0}  # no budget, no snippets
+
+
 def test_the_soak_growth_is_the_trend_of_the_last_hour_not_one_sample_in_a_dip():
     from bench.soak import growth_mb
 
