@@ -229,8 +229,9 @@ def answer_reach(index: WorkspaceIndex, files: dict[str, str],
         for b in budgets:
             chosen = index.select(text[:cursor], text[cursor:cursor + 2000], encode, b,
                                   exclude=path, language="python", file_text=text)
-            holders = [s.kind for s in chosen if want in s.render("#")]
-            found[b] += bool(holders) or want in "".join(s.render("#") for s in chosen)
+            rendered = [s.render("#") for s in chosen]
+            holders = [s.kind for s, r in zip(chosen, rendered, strict=True) if want in r]
+            found[b] += bool(holders) or want in "".join(rendered)
             for kind in set(holders):
                 kinds[b][kind] = kinds[b].get(kind, 0) + 1
         index.update(path, original, name=rel, language="python")
@@ -244,27 +245,23 @@ def answer_reach(index: WorkspaceIndex, files: dict[str, str],
 def reach(args: argparse.Namespace) -> dict:
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(Path(__file__).resolve().parents[1] / "dlm_lsp" /
-                                        "models" / "embedded" / "tokenizer.json"))
+    from dlm_lsp.model.checkpoint import EMBEDDED_DIR
+
+    tokenizer = Tokenizer.from_file(str(EMBEDDED_DIR / "tokenizer.json"))
     encode = lambda text: tokenizer.encode(text).ids  # noqa: E731
-    result: dict = {"packages": {}, "cuts_per_package": args.cuts, "budgets": args.budgets}
-    total: dict = {}
+    packages: dict = {}
     for package in tqdm(args.packages, desc="packages"):
         files = package_files(args.corpus, package)
         _, held = split_files(files, args.seed)
         cuts = make_cuts({k: files[k] for k in held}, args.cuts, seed=args.seed)
-        got = answer_reach(index_package(files), files, cuts, args.budgets, encode)
-        result["packages"][package] = got
-        total["cuts"] = total.get("cuts", 0) + got["cuts"]
-        total["anywhere"] = total.get("anywhere", 0) + got["anywhere"] * got["cuts"]
-        for b, v in got["in_snippets"].items():
-            total[b] = total.get(b, 0) + v * got["cuts"]
-    cuts = max(total.get("cuts", 0), 1)
-    result["all"] = {"cuts": total.get("cuts", 0),
-                     "anywhere": round(total.get("anywhere", 0) / cuts, 1),
-                     "in_snippets": {str(b): round(total.get(str(b), 0) / cuts, 1)
-                                     for b in args.budgets}}
-    return result
+        packages[package] = answer_reach(index_package(files), files, cuts, args.budgets, encode)
+    cuts = sum(p["cuts"] for p in packages.values())
+    mean = lambda get: round(sum(get(p) * p["cuts"] for p in packages.values())  # noqa: E731
+                             / max(cuts, 1), 1)
+    return {"packages": packages, "cuts_per_package": args.cuts, "budgets": args.budgets,
+            "all": {"cuts": cuts, "anywhere": mean(lambda p: p["anywhere"]),
+                    "in_snippets": {str(b): mean(lambda p, b=b: p["in_snippets"][str(b)])
+                                    for b in args.budgets}}}
 
 
 def plot(result: dict, path: Path) -> None:
