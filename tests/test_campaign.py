@@ -13,6 +13,7 @@ from test_train_loop import data_dirs  # noqa: F401  (the tiny prepared corpus f
 from training import campaign
 from training import campaign_state as cs
 from training.campaign_eval import plot_log, trained_tokens
+from training.export import total_tokens
 
 
 @pytest.fixture()
@@ -72,6 +73,21 @@ def test_without_runs_a_stage_resumes_from_its_committed_weights_at_its_step(pla
     campaign.run(None)
     resumed = torch.load(cs.RUNS / "ar" / "state.pt", weights_only=False)
     assert resumed["step"] == 5 and resumed["tokens"] > state["tokens"]
+    # the committed weights' tokens are the run's own, counted once
+    assert total_tokens({"tokens": resumed["tokens"], "init_from": resumed["init_facts"]}) \
+        == resumed["tokens"]
+
+
+def test_a_branch_resumed_from_its_committed_weights_keeps_the_weights_it_started_from(plan):
+    campaign.run(None)
+    first = torch.load(cs.RUNS / "dlm" / "state.pt", weights_only=False)
+    (cs.RUNS / "dlm" / "state.pt").unlink()
+    plan["stages"][1] = {**plan["stages"][1], "tokens": 4 * 2 * 64}
+    cs.PLAN.write_text(json.dumps(plan))
+    campaign.run(None)
+    resumed = torch.load(cs.RUNS / "dlm" / "state.pt", weights_only=False)
+    assert resumed["step"] == 4
+    assert resumed["init_facts"] == first["init_facts"]  # the AR stage's end, not itself
 
 
 def test_the_campaign_plot_draws_each_metric_against_tokens(tmp_path):

@@ -55,6 +55,15 @@ def load_weights(model: Denoiser, source: Path) -> dict:
     return state_facts(source, state)
 
 
+def own_init_facts(source: Path) -> dict | None:
+    """What the weights at `source` (a run's ``state.pt`` or an exported checkpoint) were
+    themselves started from, as their run recorded it."""
+    if source.is_dir():
+        training = json.loads((source / "dlm.json").read_text()).get("training", {})
+        return training.get("init_from")
+    return torch.load(source, map_location="cpu", weights_only=False).get("init_facts")
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine",
           decay_steps: int = 0, floor: float = 0.1, warmup_start: int = 0) -> float:
     """Warm-up, then cosine to `floor` x peak, or constant ("wsd") with a linear decay to
@@ -151,6 +160,10 @@ def train(args: argparse.Namespace) -> Path | None:
     model = Denoiser(model_config(args.size, data.tokenizer.get_vocab_size()))
     init_weights(model, args.seed)
     init_facts = load_weights(model, args.init_from) if args.init_from else None
+    if args.init_from and (args.start_step or args.start_tokens):
+        # this run's own earlier weights: it started from what they started from (their
+        # tokens include the ones it resumes at, which it counts again as its own)
+        init_facts = own_init_facts(args.init_from)
     model.to(device)
     for block in model.model.layers:
         block.self_attn.math_attention = args.attention == "math"
