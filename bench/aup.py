@@ -1,15 +1,18 @@
 """Accuracy under parallelism: quality against tokens per forward pass, over decoding settings.
 
     python -m bench.aup [--models embedded] [--twin bench/models/ar-twin]
-                        [--heldout 150] [--single 200] [--multi 100] [--out bench/results/aup.json]
+                        [--heldout 150] [--single 200] [--multi 100] [--settings NAME ...]
+                        [--out bench/results/aup.json]
 
 Each denoiser decodes four fixed sets (the obvious lines; the first ``--heldout`` held-out
 rest-of-line cases; ``--single`` evenly spaced HumanEval single-line tasks and ``--multi``
-multi-line tasks) under every setting of :data:`SETTINGS`: one token a step (the baseline),
-the confidence threshold, the step budget, the unmask window, and a learned finality filter
-when the checkpoint ships one. The AR twin decodes once, at one token per pass. Per set and
-model, the points (tokens per pass, quality) give an AUP score as d3LLM defines it (Qian et
-al., 2025, "AUP: when accuracy meets parallelism in diffusion language models"):
+multi-line tasks) under every setting of :data:`SETTINGS` (or those named by
+``--settings``): one token a step (the baseline), the confidence threshold, the step
+budget, the unmask window, drafts looked up in the context and copying from them, a lower
+threshold for a span's end, and a learned finality filter when the checkpoint ships one.
+The AR twin decodes once, at one token per pass. Per set and model, the points (tokens
+per pass, quality) give an AUP score as d3LLM defines it (Qian et al., 2025, "AUP: when
+accuracy meets parallelism in diffusion language models"):
 
     AUP = rho_1 * y_1 + 1/2 * sum_{i>=2} (rho_i - rho_{i-1}) * (y_i W(y_i) + y_{i-1} W(y_{i-1}))
 
@@ -41,6 +44,9 @@ SETTINGS: dict[str, dict[str, object]] = {
     "window 16": {"window": 16},
     "at most 8 steps": {"max_steps": 8},
     "at most 4 steps": {"max_steps": 4},
+    "no copying": {"copy_threshold": 1.0},
+    "no lookup drafts, no copying": {"lookup": 0, "copy_threshold": 1.0},
+    "end 0.5": {"end_threshold": 0.5},
 }
 SETS = ("obvious", "heldout", "single", "multi")
 
@@ -164,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--single", type=int, default=200)
     ap.add_argument("--multi", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                    metavar="NAME", help="only these settings (and the filter's)")
     ap.add_argument("--with", dest="with_", type=Path, nargs="*", default=[],
                     help="earlier results (same limits) whose models join this one's")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "aup.json")
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     limits = {"heldout": args.heldout, "single": args.single, "multi": args.multi}
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(args.threads),
               "limits": limits, **sweep(models, args.twin or None, limits, args.threads,
-                                        SETTINGS)}
+                                        {k: SETTINGS[k] for k in args.settings})}
     for earlier in args.with_:
         before = json.loads(earlier.read_text())
         if before["limits"] != limits:

@@ -51,6 +51,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.heldout import _parses, cut_line
+from dlm_lsp.config import Settings, apply_settings
 from dlm_lsp.pipeline.retrieval import WorkspaceIndex
 
 PACKAGES = ["alembic", "kombu", "openpyxl", "tox", "trimesh"]
@@ -138,16 +139,18 @@ def quality(args: argparse.Namespace) -> dict:
     import torch
 
     from bench.infill import Infiller
-    from dlm_lsp.config import Settings
     from dlm_lsp.pipeline.engine import Engine
 
     torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) if "=" in m else (m, m) for m in args.models)
     context = {"context_tokens": args.context_tokens} if args.context_tokens else {}
-    infillers = {k: Infiller(Engine(Settings(model=v, threads=args.threads, **context)), k)
-                 for k, v in models.items()}
+    def settings(model: str) -> Settings:
+        return with_settings(Settings(model=model, threads=args.threads, **context), args.set)
+
+    infillers = {k: Infiller(Engine(settings(v)), k) for k, v in models.items()}
     result: dict = {"packages": {}, "cuts_per_package": args.cuts, "shares": args.shares,
-                    "context_tokens": args.context_tokens, "models": models, "adapt": args.adapt}
+                    "context_tokens": args.context_tokens, "models": models, "adapt": args.adapt,
+                    "settings": args.set}
     cache = Path(tempfile.mkdtemp(prefix="dlm-adapt-"))
     for package in args.packages:
         files = package_files(args.corpus, package)
@@ -158,9 +161,9 @@ def quality(args: argparse.Namespace) -> dict:
         if args.adapt:
             tuned = adapt_package(package, files, learnt, next(iter(models.values())), cache)
             if tuned is not None:
-                runs["adapted"] = Infiller(Engine(Settings(
-                    model=str(tuned), threads=args.threads, **context)), "adapted")
+                runs["adapted"] = Infiller(Engine(settings(str(tuned))), "adapted")
         exact: dict[str, int] = {}
+        written: dict[str, list[int]] = {}  # key -> [tokens, forward passes]
         reach: dict[str, list[bool]] = {}
         copied: dict[str, dict[str, int]] = {}  # share -> key -> right, on cuts it reached
         for rel, cursor, end in tqdm(cuts, desc=package):
@@ -185,6 +188,9 @@ def quality(args: argparse.Namespace) -> dict:
                                    retrieval_share=share)
                     right[key] = got.text.rstrip() == want
                     exact[key] = exact.get(key, 0) + right[key]
+                    tally = written.setdefault(key, [0, 0])
+                    tally[0] += got.generated_tokens
+                    tally[1] += got.forward_passes
                     if share and model_name == next(iter(runs)) and len(want.strip()) >= 8:
                         hit = want.strip() in "".join(seen)
                         reach.setdefault(f"share {share:g}", []).append(hit)
@@ -194,6 +200,7 @@ def quality(args: argparse.Namespace) -> dict:
         result["packages"][package] = {
             "files": len(files), "held_back_files": len(held), "cuts": len(cuts),
             "exact": {k: round(100 * v / len(cuts), 1) for k, v in exact.items()},
+            "tokens_per_pass": {k: round(t / max(n, 1), 3) for k, (t, n) in written.items()},
             "answer_in_snippets": {k: round(100 * sum(v) / len(v), 1)
                                    for k, v in reach.items()},
             "exact_where_in_snippets": {share: {"cuts": t["cuts"], **{
@@ -205,6 +212,23 @@ def quality(args: argparse.Namespace) -> dict:
                                                     result["packages"].values()
                                                     if k in p["exact"]), 1) for k in keys}
     return result
+
+
+def with_settings(base: Settings, pairs: list[str]) -> Settings:
+    """`base` with ``NAME=VALUE`` pairs (the editor's names: ``copyThreshold=0.05``; values
+    read as JSON where they parse) set on it as the server sets its settings; exits on a
+    setting the server would refuse."""
+    raw: dict[str, object] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            raw[name] = json.loads(value)
+        except json.JSONDecodeError:
+            raw[name] = value
+    settings, problems = apply_settings(raw, base)
+    if problems:
+        sys.exit("; ".join(problems))
+    return settings
 
 
 def answer_reach(index: WorkspaceIndex, files: dict[str, str],
@@ -415,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budgets", nargs="+", type=int, default=[128, 256, 512],
                     help="reach: snippet budgets in tokens")
     ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="quality: server settings for every model (copyThreshold=0.05)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)

@@ -49,6 +49,12 @@ class Settings:
     # commit what the checkpoint's finality filter trusts (model/finality.py), when it
     # ships one, instead of the confidence threshold
     parallel_filter: bool = True
+    # > 0: a step also commits the tokens that followed the last N (or fewer) written tokens
+    # elsewhere in the context, where its proposals agree with them (model/drafts.py)
+    lookup_drafts: int = 3
+    # < 1: where such a repeat goes on, take its token if the model gives it at least this
+    # probability (copy from the context rather than write the model's first choice)
+    copy_threshold: float = 0.05
     # serve the last completion again after an edit below the cursor that leaves the rest of
     # its line and this many lines after it unchanged; 0 = off
     suffix_reuse_lines: int = 0
@@ -163,6 +169,8 @@ CHECKS: dict[str, Check] = {
     "kv_cache": _bool,
     "unmask_window": _int(0, 1024),
     "parallel_filter": _bool,
+    "lookup_drafts": _int(0, 16),
+    "copy_threshold": _float(0.0, 1.0),
     "suffix_reuse_lines": _int(0, 10000),
     "debounce_ms": _int(0, 5000),
     "workspace_index": _bool,

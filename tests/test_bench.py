@@ -339,6 +339,18 @@ def test_the_workspace_bench_scores_cuts_whose_answer_was_in_the_snippets_with_a
                       "share 0.5": {"cuts": 2, "m share 0": 1, "m share 0.5": 2}}
 
 
+def test_the_workspace_bench_sets_server_settings_by_their_editor_names_and_refuses_bad_ones():
+    from bench.workspace import with_settings
+    from dlm_lsp.config import Settings
+
+    got = with_settings(Settings(threads=1), ["copyThreshold=0.05", "lookupDrafts=2"])
+    assert (got.copy_threshold, got.lookup_drafts, got.threads) == (0.05, 2, 1)
+    with pytest.raises(SystemExit, match="copyThreshold"):
+        with_settings(Settings(), ["copyThreshold=2"])
+    with pytest.raises(SystemExit, match="unknown setting"):
+        with_settings(Settings(), ["copyThreshhold=0.1"])
+
+
 def test_the_reach_counts_answers_found_in_the_snippets_by_kind_and_anywhere_else():
     from bench.workspace import answer_reach, index_package
 

@@ -359,6 +359,18 @@ def test_an_end_bias_lets_a_span_go_on_where_the_model_hesitates():
     assert out.candidates[0].spans == [[10, 11]]
 
 
+def test_an_end_threshold_closes_a_span_in_the_pass_that_writes_its_last_token():
+    def belief(p, T, call):  # sure of one word, less sure that the line ends after it
+        k = p - START
+        return (10, 0.95) if k == 0 else (EOS, 0.6)
+
+    plain = sample(Scripted(belief), SPEC, [PREFIX, 6, SUFFIX], SamplerConfig())
+    early = sample(Scripted(belief), SPEC, [PREFIX, 6, SUFFIX], SamplerConfig(end_threshold=0.5))
+    late = sample(Scripted(belief), SPEC, [PREFIX, 6, SUFFIX], SamplerConfig(end_threshold=0.7))
+    assert plain.candidates[0].spans == early.candidates[0].spans == [[10]]
+    assert (plain.forward_passes, early.forward_passes, late.forward_passes) == (2, 1, 2)
+
+
 def test_a_stop_token_is_kept_and_ends_its_span_so_the_run_stops_early():
     """Single-line mode: a committed line break ends the span, nothing after it is decoded."""
     NEWLINE = 9

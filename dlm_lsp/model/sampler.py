@@ -18,7 +18,9 @@ little: far slots are rarely confident enough to commit. If the
 checkpoint has an expand token, committing it turns that slot into two masks (DreamOn), so a
 span can also grow; with a delete token (DreamOn's eos) a committed one removes its slot.
 The first step is a full forward that fills the K/V cache; later steps recompute only the
-slots (Fast-dLLM dual cache) until enough of them changed to refresh.
+slots (Fast-dLLM dual cache) until enough of them changed to refresh. With ``lookup``, a
+step that commits a span's first open slot also commits the slots after it whose proposals
+equal a draft looked up in the context (``drafts.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 
 from dlm_lsp.model.checkpoint import DlmSpec
 from dlm_lsp.model.denoiser import Denoiser, KVCache
+from dlm_lsp.model.drafts import ContextIndex, commit_drafts, find_drafts
 from dlm_lsp.model.finality import FinalityFilter, features
 from dlm_lsp.model.unmasking import block_eligible, linear_count, p2_remask, scores
 from dlm_lsp.model.unmasking import pick as pick_top
@@ -104,6 +107,14 @@ class SamplerConfig:
     # > 0 with a finality filter (model/finality.py): commit every slot whose prediction the
     # filter trusts at least this much, instead of the confidence threshold
     filter_threshold: float = 0.0
+    # > 0: drafts looked up in the row's fixed text with keys of up to this many tokens
+    # (drafts.py): a step also commits the draft tokens its proposals agree with
+    lookup: int = 0
+    # < 1: a draft token is also taken where the model gives it this probability (copying)
+    copy_threshold: float = 1.0
+    # > 0: a span closes at the first open slot after this step's commits where the model
+    # proposes its end with this probability (else the threshold above decides)
+    end_threshold: float = 0.0
 
 
 @dataclass
@@ -215,6 +226,15 @@ def decode_rows(
     end_bias_ids = torch.cat([ends, stop])
     if cfg.max_steps <= 0:  # one step per slot, as the published recipes decode
         cfg = dataclasses.replace(cfg, max_steps=max(1, int((span_of >= 0).sum())))
+    indexes = None  # drafts: the fixed text of each row, indexed once (its layout is fixed)
+    if cfg.lookup > 0 and cfg.schedule == "threshold" and spec.expand_token_id is None \
+            and spec.delete_token_id is None:
+        fixed = (span_of < 0)[None, :].expand_as(x)
+        if key_mask is not None:
+            fixed = fixed & key_mask
+        indexes = [ContextIndex(row, keep) for row, keep in zip(x.tolist(), fixed.tolist(),
+                                                                 strict=True)]
+        proposed_only = frozenset(ends.tolist()) | frozenset(cfg.stop_ids)
 
     with torch.inference_mode():
         while True:
@@ -245,8 +265,12 @@ def decode_rows(
             # within the window (never narrower than this step's quota).
             need = torch.ceil(masked.sum(1) / max(cfg.max_steps - steps, 1)).clamp(min=1)
             want = masked.any(0) if cfg.remask_threshold <= 0 else torch.ones_like(masked[0])
-            if cfg.window > 0:
-                width = max(cfg.window, int(need.max()))
+            # copying takes tokens the model would not write: only on the longest matches
+            found = {} if indexes is None else find_drafts(
+                indexes, x, span_of, spec.mask_token_id, cfg.lookup,
+                shortest=cfg.lookup if cfg.copy_threshold < 1.0 else 1)
+            if cfg.window > 0:  # (drafts stay within it: a wider window changes what the
+                width = max(cfg.window, int(need.max()))  # threshold and filter commit)
                 want &= _leading(masked.any(0), span_of[slots], width)
             if spec.block_size > 0:  # a block-diffusion model never writes past its block
                 want &= block_eligible(masked, slots, span_of[slots], spec.block_size).any(0)
@@ -298,7 +322,12 @@ def decode_rows(
                 pick = _select(probs, eligible, 1.0, need) | (eligible & trusted)
             else:
                 pick = _select(probs, eligible, cfg.threshold, need)
+            if found:
+                commit_drafts(found, x, pos, tokens, probs, full, eligible, pick,
+                              spec.mask_token_id, cfg.copy_threshold, proposed_only)
             sure = (probs >= cfg.threshold) | (trusted if use_filter else False)
+            if cfg.end_threshold > 0:
+                sure = sure | (probs >= cfg.end_threshold)
             close = _first_open(m & ~pick, span_of[pos]) & is_end & sure
             if blank_at is not None and bool(close.any()):  # blank still, with this step's
                 after = x.clone()                            # words written?

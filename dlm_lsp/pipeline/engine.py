@@ -186,6 +186,8 @@ class Engine:
             window=s.unmask_window,
             filter_threshold=model.finality.threshold
             if model is not None and model.finality is not None and s.parallel_filter else 0.0,
+            lookup=s.lookup_drafts,
+            copy_threshold=s.copy_threshold,
         )
         recipe = published_recipe(model, s)
         if recipe is not None:

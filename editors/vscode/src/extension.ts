@@ -47,7 +47,8 @@ export function serverSettings(config: vscode.WorkspaceConfiguration): Record<st
     'model', 'device', 'dtype', 'threads', 'quantize', 'contextTokens', 'maxTokens',
     'maxBlockTokens', 'temperature', 'topP', 'confidenceThreshold', 'maxSteps', 'lineSteps',
     'candidates', 'remaskThreshold', 'kvCache', 'unmaskWindow', 'suffixReuseLines', 'debounceMs',
-    'workspaceIndex', 'retrievalShare', 'parallelFilter', 'adapted',
+    'workspaceIndex', 'retrievalShare', 'parallelFilter', 'lookupDrafts', 'copyThreshold',
+    'adapted',
     'languages', 'enabled', 'trustRemoteCode', 'backend', 'remote', 'family', 'promptFormat',
     'decoding',
   ]) {
