@@ -126,17 +126,22 @@ def accepted_run(draft: list[int], written: list[int], proposals: list[int],
     return run
 
 
-def find_drafts(indexes: list[ContextIndex], x: torch.Tensor, span_of: torch.Tensor,
+def span_positions(span_of: torch.Tensor) -> dict[int, list[int]]:
+    """Each span's positions, in order, from the (T,) span index per position (-1: fixed)."""
+    positions: dict[int, list[int]] = defaultdict(list)
+    for q, j in enumerate(span_of.tolist()):
+        if j >= 0:
+            positions[j].append(q)
+    return positions
+
+
+def find_drafts(indexes: list[ContextIndex], x: torch.Tensor, positions: dict[int, list[int]],
                 mask_id: int, longest: int, shortest: int = 1,
                 ) -> dict[tuple[int, int], tuple[int, list[list[int]]]]:
     """Per (row, span) with drafts: the span's first open slot and its drafts (keys of
-    `longest` down to `shortest` tokens), from the current tokens `x` (B, T) before a step."""
+    `longest` down to `shortest` tokens), from the current tokens `x` (B, T) before a step
+    and the spans' `positions` (:func:`span_positions`)."""
     out = {}
-    spans = span_of.tolist()
-    positions: dict[int, list[int]] = defaultdict(list)
-    for q, j in enumerate(spans):
-        if j >= 0:
-            positions[j].append(q)
     for b, index in enumerate(indexes):
         row = x[b].tolist()
         is_open = [tok == mask_id for tok in row]

@@ -34,7 +34,7 @@ import torch
 
 from dlm_lsp.model.checkpoint import DlmSpec
 from dlm_lsp.model.denoiser import Denoiser, KVCache
-from dlm_lsp.model.drafts import ContextIndex, commit_drafts, find_drafts
+from dlm_lsp.model.drafts import ContextIndex, commit_drafts, find_drafts, span_positions
 from dlm_lsp.model.finality import FinalityFilter, features
 from dlm_lsp.model.unmasking import block_eligible, linear_count, p2_remask, scores
 from dlm_lsp.model.unmasking import pick as pick_top
@@ -235,6 +235,7 @@ def decode_rows(
         indexes = [ContextIndex(row, keep) for row, keep in zip(x.tolist(), fixed.tolist(),
                                                                  strict=True)]
         proposed_only = frozenset(ends.tolist()) | frozenset(cfg.stop_ids)
+        positions = span_positions(span_of)
 
     with torch.inference_mode():
         while True:
@@ -267,7 +268,7 @@ def decode_rows(
             want = masked.any(0) if cfg.remask_threshold <= 0 else torch.ones_like(masked[0])
             # copying takes tokens the model would not write: only on the longest matches
             found = {} if indexes is None else find_drafts(
-                indexes, x, span_of, spec.mask_token_id, cfg.lookup,
+                indexes, x, positions, spec.mask_token_id, cfg.lookup,
                 shortest=cfg.lookup if cfg.copy_threshold < 1.0 else 1)
             if cfg.window > 0:  # (drafts stay within it: a wider window changes what the
                 width = max(cfg.window, int(need.max()))  # threshold and filter commit)
