@@ -24,6 +24,28 @@ def test_a_lookup_returns_what_followed_each_occurrence_of_the_key_nearest_first
     assert index.drafts([], cursor=7, length=4) == []
 
 
+def test_an_occurrence_that_agrees_longer_before_the_key_comes_before_a_nearer_one():
+    # 7 8 9 5 6 -> 1 far from the cursor, 3 5 6 -> 2 next to it; the text written before
+    # the key ends 7 8 9, as a snippet's line that starts as the cursor's line does
+    row = [7, 8, 9, 5, 6, 1, 4, 4, 3, 5, 6, 2, 0, 0]
+    index = ContextIndex(row, [True] * 12 + [False, False])
+    assert index.drafts([5, 6], cursor=12, length=1) == [[2], [1]]
+    assert index.drafts([5, 6], cursor=12, length=1, before=[7, 8, 9]) == [[1], [2]]
+    assert index.drafts([5, 6], cursor=12, length=1, before=[7, 8, 9], limit=1) == [[1]]
+    # the agreement counts only up to `reach` tokens: a tie goes to the nearer
+    assert index.drafts([5, 6], cursor=12, length=1, before=[3], reach=1) == [[2], [1]]
+    assert index.drafts([5, 6], cursor=12, length=1, before=[7, 8, 9], reach=0) == [[2], [1]]
+
+
+def test_a_span_prefers_the_draft_whose_context_matches_its_written_line():
+    # the slots 12, 13 follow ... 7 8 9 5 6; the file has 5 6 -> 2 nearer, 7 8 9 5 6 -> 1
+    row = [7, 8, 9, 5, 6, 1, 3, 5, 6, 2, 7, 8, 9, 5, 6, 0, 0]
+    fixed = [True] * 15 + [False, False]
+    is_open = [False] * 15 + [True, True]
+    first, drafts = span_drafts(ContextIndex(row, fixed), row, [15, 16], is_open, 2)
+    assert first == 15 and drafts[0] == [1, 3]
+
+
 def test_a_span_looks_up_its_longest_key_first_and_shorter_ones_after():
     row = [1, 2, 3, 9, 4, 2, 3, 8, 7, 2, 3, 0, 0, 0]  # the slots: 11, 12, 13
     fixed = [True] * 11 + [False] * 3

@@ -4,7 +4,11 @@ Code repeats what is around it (a name, a call, a line written elsewhere in the 
 a project snippet). Prompt lookup decoding (Saxena, 2023) and REST (He et al., 2024,
 "REST: Retrieval-Based Speculative Decoding") draft the next tokens by matching the last
 few written tokens against the context and proposing what followed them there; the model
-then verifies the draft in the pass it runs anyway.
+then verifies the draft in the pass it runs anyway. Where a key occurs many times, the
+occurrences whose text before it agrees longest with what was written come first (REST
+retrieves by the longest suffix match for the same reason): a line of a project snippet
+that starts as the cursor's line does beats a short match next to the cursor (rest of line
+in alembic and tox with snippets 22.6 -> 23.0 and 24.6 -> 25.0 %, 500 cuts each).
 
 For a denoiser the verification is the pass itself: every open slot of a span already has
 the model's proposal. When a step commits a span's first open slot, it also commits the
@@ -46,24 +50,29 @@ class ContextIndex:
             if is_fixed:
                 self.at[tok].append(p)
 
-    def drafts(self, key: list[int], cursor: int, length: int, limit: int = 8) -> list[list[int]]:
+    def drafts(self, key: list[int], cursor: int, length: int, limit: int = 8,
+               before: list[int] | None = None, reach: int = 64) -> list[list[int]]:
         """Continuations of the fixed text after each occurrence of `key` (its last token at
         a fixed position whose next position is fixed too), at most `length` tokens each and
-        stopping where the fixed text does; the `limit` occurrences nearest `cursor` first,
-        without repeats."""
+        stopping where the fixed text does, without repeats. The occurrences whose fixed
+        text before the key also equals `before` (the tokens written before the key, last
+        one nearest) for the longest stretch come first (up to `reach` tokens: a line of a
+        project snippet that starts as the cursor's line does beats a short match next to
+        the cursor), then the nearest to `cursor`; at most `limit` of them."""
         if not key:
             return []
         n = len(key)
+        before = before or []
         hits = []
         for p in self.at.get(key[-1], ()):
             start = p - n + 1
             if start < 0 or p + 1 >= len(self.row) or not self.fixed[p + 1]:
                 continue
             if all(self.fixed[q] and self.row[q] == key[q - start] for q in range(start, p)):
-                hits.append(p)
-        hits.sort(key=lambda p: abs(p - cursor))
+                hits.append((-self._agreement(start, before, reach), abs(p - cursor), p))
+        hits.sort()
         out: list[list[int]] = []
-        for p in hits:
+        for _, _, p in hits:
             cont: list[int] = []
             q = p + 1
             while q < len(self.row) and self.fixed[q] and len(cont) < length:
@@ -75,9 +84,19 @@ class ContextIndex:
                 break
         return out
 
+    def _agreement(self, start: int, before: list[int], reach: int) -> int:
+        """How many tokens of fixed text just before position `start` equal the end of
+        `before`, up to `reach`."""
+        k = 0
+        while (k < min(reach, len(before)) and start - 1 - k >= 0 and self.fixed[start - 1 - k]
+               and self.row[start - 1 - k] == before[-1 - k]):
+            k += 1
+        return k
+
 
 def span_drafts(index: ContextIndex, row: list[int], span: list[int], is_open: list[bool],
-                longest: int, limit: int = 8, shortest: int = 1) -> tuple[int, list[list[int]]]:
+                longest: int, limit: int = 8, shortest: int = 1, reach: int = 64,
+                ) -> tuple[int, list[list[int]]]:
     """For one span (its positions, in order): its first open slot and the drafts for it,
     looked up with the last `longest` tokens before that slot, then shorter keys down to
     `shortest` tokens (the longest matches first). (-1, []) when the span has no open slot."""
@@ -90,7 +109,8 @@ def span_drafts(index: ContextIndex, row: list[int], span: list[int], is_open: l
         start = first - n
         if start < 0 or any(is_open[q] for q in range(max(start, span[0]), first)):
             continue
-        for draft in index.drafts(row[start:first], first, room, limit):
+        for draft in index.drafts(row[start:first], first, room, limit,
+                                  before=row[max(start - reach, 0):start], reach=reach):
             if draft not in found:
                 found.append(draft)
         if len(found) >= limit:
