@@ -32,13 +32,13 @@ def test_an_occurrence_that_agrees_longer_before_the_key_comes_before_a_nearer_o
     assert index.drafts([5, 6], cursor=12, length=1) == [[2], [1]]
     assert index.drafts([5, 6], cursor=12, length=1, before=[7, 8, 9]) == [[1], [2]]
     assert index.drafts([5, 6], cursor=12, length=1, before=[7, 8, 9], limit=1) == [[1]]
-    # the agreement counts only up to `reach` tokens: a tie goes to the nearer
+    # the nearer occurrence is the one preceded by 3; with reach 0 every occurrence ties
     assert index.drafts([5, 6], cursor=12, length=1, before=[3], reach=1) == [[2], [1]]
     assert index.drafts([5, 6], cursor=12, length=1, before=[7, 8, 9], reach=0) == [[2], [1]]
 
 
 def test_a_span_prefers_the_draft_whose_context_matches_its_written_line():
-    # the slots 12, 13 follow ... 7 8 9 5 6; the file has 5 6 -> 2 nearer, 7 8 9 5 6 -> 1
+    # the slots 15, 16 follow ... 7 8 9 5 6; the file has 5 6 -> 2 nearer, 7 8 9 5 6 -> 1
     row = [7, 8, 9, 5, 6, 1, 3, 5, 6, 2, 7, 8, 9, 5, 6, 0, 0]
     fixed = [True] * 15 + [False, False]
     is_open = [False] * 15 + [True, True]
