@@ -238,42 +238,77 @@ def test_the_evaluation_checks_each_target_and_renders_into_the_report():
     assert check_targets(ev)["at_or_above_twin"] == {"value": 0.0, "target": 0.0, "met": True}
 
 
-def test_the_gpu_run_packs_a_shard_trains_both_phases_and_exports_loadable_shards(
+def test_the_gpu_run_packs_whole_packages_with_their_project_rows(prepared, tmp_path: Path):
+    import lzma
+
+    from training import gpu_run
+
+    corpus, data, packed = _gpu_corpus(prepared, tmp_path)
+    rows = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    total = sum(len(json.dumps(r)) + 1 for r in rows)
+    facts = gpu_run.pack(data, corpus, packed, max_bytes=total - 1)
+    assert 0 < len(facts["packages"]) < 3  # the budget leaves one package out at least
+    with lzma.open(packed / "train.jsonl.xz", "rt") as f:
+        kept = [json.loads(line) for line in f]
+    assert kept == [r for r in rows if r["path"].split("/")[0] in facts["packages"]]
+    repo = np.load(packed / "repo_context.npz")
+    # each kept middle and its snippets point at the same text as before, re-indexed
+    old = {(rows[f]["text"][a:b]) for f, a, b in [(4, 0, 10), (5, 0, 12)]}
+    assert len(repo["files"]) == facts["examples"] > 0
+    for k, f in enumerate(repo["files"]):
+        assert kept[f]["text"][repo["start"][k]:repo["end"][k]] in old
+        for g, a, b in repo["snippets"][repo["ptr"][k]:repo["ptr"][k + 1]]:
+            assert kept[g]["path"].split("/")[0] == kept[f]["path"].split("/")[0]
+            assert kept[g]["text"][a:b] in {rows[1]["text"][0:30], rows[2]["text"][5:40]}
+
+
+def _gpu_corpus(prepared, tmp_path: Path) -> tuple[Path, Path, Path]:  # noqa: ANN001
+    """A corpus of three packages, its prepared data and two project rows."""
+    from training.data import prepare
+
+    corpus, data = tmp_path / "corpus", tmp_path / "data"
+    corpus.mkdir()
+    texts = prepared.texts[:12]
+    (corpus / "train.jsonl").write_text("".join(
+        json.dumps({"path": f"pkg{i % 3}/m{i}.py", "text": t}) + "\n" for i, t in enumerate(texts)))
+    (corpus / "manifest.json").write_text(json.dumps({"digest": "d1"}))
+    prepared.tokenizer.save(str(tmp_path / "tokenizer.json"))
+    prepare(corpus, data, tokenizer=tmp_path / "tokenizer.json")
+    # a middle of file 4 (pkg1) with a snippet of file 1 (pkg1); of 5 (pkg2) with one of 2
+    np.savez(data / "repo_context.npz", files=np.array([4, 5], np.int32),
+             start=np.array([0, 0], np.int32), end=np.array([10, 12], np.int32),
+             ptr=np.array([0, 1, 2]), snippets=np.array([[1, 0, 30], [2, 5, 40]], np.int32))
+    return corpus, data, tmp_path / "packed"
+
+
+def test_the_gpu_run_trains_three_stages_and_collects_the_denoiser_and_its_twin(
         prepared, tmp_path: Path):
     from training import gpu_run
 
-    data, corpus = tmp_path / "data", tmp_path / "corpus"
-    data.mkdir()
-    corpus.mkdir()
-    prepared.tokens.tofile(data / "tokens.bin")
-    prepared.tokenizer.save(str(data / "tokenizer.json"))
-    (data / "corpus.json").write_text(json.dumps({"corpus": str(corpus)}))
-    (corpus / "manifest.json").write_text(json.dumps({"digest": "d1"}))
-    gpu_run.pack(data, 20_000, tmp_path / "shard")
+    corpus, data, packed = _gpu_corpus(prepared, tmp_path)
+    gpu_run.pack(data, corpus, packed, max_bytes=10**9)
     out = tmp_path / "out"
-    gpu_run.main(["train", "--data", str(tmp_path / "shard"), "--size", "tiny", "--seq-len", "96",
-                  "--batch", "2", "--minutes", "60", "--steps", "4", "--ar-share", "0.5",
-                  "--no-compile", "--shard-mib", "0.1", "--out", str(out)])
-    run = json.loads((out / "gpu_log.json").read_text())
-    assert (run["steps"], run["ar_steps"]) == (4, 2)
-    shards = sorted((out / "checkpoint").glob("model-*.safetensors"))
-    assert len(shards) > 1 and not (out / "checkpoint" / "model.safetensors").exists()
-    loaded = load_checkpoint(out / "checkpoint")
-    assert loaded.spec.logits_shift and loaded.spec.training["corpus_digest"] == "d1"
-    assert loaded.spec.training["tokens"] == run["tokens"] > 0
-    engine = Engine(Settings(model=str(out / "checkpoint"), max_tokens=6))
+    gpu_run.main(["train", "--data", str(packed), "--work", str(tmp_path / "work"),
+                  "--size", "tiny", "--seq-len", "96", "--batch", "2", "--minutes", "60",
+                  "--steps", "8", "--ar-share", "0.5", "--workers", "1", "--no-compile",
+                  "--shard-mib", "0.1", "--out", str(out)])
+    run = json.loads((out / "run.json").read_text())
+    assert [run["stages"][s]["steps"] for s in ("ar", "dlm", "twin")] == [4, 2, 2]
+    assert len(list(out.glob("dlm-*.safetensors"))) > 1  # shards of at most 0.1 MiB
+    made = gpu_run.collect(out, packed, tmp_path / "models")
+    assert [p.name for p in made] == ["dlm", "twin"]
+    dlm, twin = (load_checkpoint(p).spec.training for p in made)
+    assert load_checkpoint(made[0]).spec.logits_shift and dlm["objective"] == "diffusion"
+    assert twin["objective"] == "ar" and not load_checkpoint(made[1]).spec.logits_shift
+    # both count the AR stage's tokens, and their own, which are equal in steps
+    for name, training in (("dlm", dlm), ("twin", twin)):
+        assert total_tokens(training) == run["stages"]["ar"]["tokens"] + \
+            run["stages"][name]["tokens"]
+        assert training["corpus_digest"] == "d1"
+    engine = Engine(Settings(model=str(made[0]), max_tokens=6))
     text = "def add(a, b):\n    return \n"
     outcome = engine.complete(text, text.index("return ") + 7, "python")
     assert outcome.stats is not None and outcome.stats.forward_passes >= 1
-    # a run started from an exported checkpoint counts that checkpoint's tokens too
-    gpu_run.main(["train", "--data", str(tmp_path / "shard"), "--size", "tiny", "--seq-len", "96",
-                  "--batch", "2", "--minutes", "60", "--steps", "2", "--ar-share", "0.0",
-                  "--no-compile", "--init", str(out / "checkpoint"),
-                  "--out", str(tmp_path / "two")])
-    again = json.loads((tmp_path / "two" / "gpu_log.json").read_text())
-    training = load_checkpoint(tmp_path / "two" / "checkpoint").spec.training
-    assert training["init_from"]["tokens"] == run["tokens"]
-    assert total_tokens(training) == again["tokens"] + run["tokens"]
 
 
 def test_evaluating_one_model_keeps_the_other_models_figures(tmp_path, monkeypatch):

@@ -1,25 +1,31 @@
 """A one-shot training run for a lent GPU (or a multi-GPU node), within a fixed wall time.
 
-    python -m training.gpu_run pack --tokens 30000000 --out runs/gpu     # here: the carry
-    torchrun --nproc_per_node N -m training.gpu_run train --data runs/gpu \\
-        --init dlm_lsp/models/embedded --minutes 8 --out $OUT            # there
+    python -m training.gpu_run pack --bytes 400000000 --out runs/gpu     # here: the carry
+    torchrun --nproc_per_node 1 -m training.gpu_run train --data runs/gpu \\
+        --minutes 9 --out $OUT                                          # there
+    python -m training.gpu_run collect <what came back> --out runs/gpu/models   # here again
 
-``pack`` writes a compressed shard of the prepared token stream (``runs/data/tokens.bin``)
-small enough to carry (a 30M-token shard is ~40 MB), with the tokenizer. ``train`` runs
-AR + FIM pre-training for the first 70 % of the time, then adapts to masked diffusion with
-shifted logits (the campaign's recipe) for the rest, in bf16 with data parallelism over the
-node's GPUs, and writes the denoiser as fp16 safetensors shards of at most 16 MiB each
-(plus config.json, tokenizer.json and dlm.json) under ``--out``. Rows are built from token
-windows: plain AR and diffusion rows, and fill-in-the-middle rows whose middle is a random
-token span, so no source text needs to travel.
+``pack`` takes whole packages of the corpus's train split, in a random order, up to a byte
+budget, and writes their source (xz: about 0.5 bytes a token, against 1.3 for a compressed
+token stream) with their project-snippet rows (``training.repo_context``, re-indexed) and the
+tokenizer. ``train`` rebuilds the token stream and syntax spans there on every core, so the
+rows are the campaign's own (syntax-node, line and rest-of-line middles, project snippets),
+drawn by worker processes; then it runs the campaign's stages on the wall clock: AR + FIM
+pre-training, then the denoiser (masked diffusion with shifted logits) and its AR twin, each
+from the end of the first stage for the same time, in bf16, data-parallel over the node's
+GPUs. Each branch's weights are written as soon as it ends, as fp16 safetensors of at most
+16 MiB in few files (a lent machine returns eight), and ``collect`` turns them into
+checkpoint directories here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -27,162 +33,256 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dlm_lsp.model.objective import (
-    Specials,
-    ar_fim_row,
-    ar_row,
-    choose_slots,
-    diffusion_row,
-    infill_row,
-)
-
 SHARD_MIB = 16
+BRANCHES = {"dlm": "diffusion", "twin": "ar"}  # branch -> objective, both from the AR stage
 
 
-def pack(data: Path, tokens: int, out: Path, seed: int = 0) -> Path:
-    """A random contiguous slice of the token stream, compressed, with the tokenizer."""
-    stream = np.memmap(data / "tokens.bin", dtype=np.uint16, mode="r")
-    start = random.Random(seed).randrange(0, max(1, len(stream) - tokens))
+def pack(data: Path, corpus: Path, out: Path, max_bytes: int, seed: int = 0) -> dict:
+    """Whole packages of the train split up to `max_bytes` of JSON lines, their project rows
+    re-indexed to the packed files, and the tokenizer, under `out`."""
+    with open(corpus / "train.jsonl", "rb") as f:
+        lines = f.readlines()
+    packages: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        packages.setdefault(json.loads(line)["path"].split("/", 1)[0], []).append(i)
+    names = sorted(packages)
+    random.Random(seed).shuffle(names)
+    chosen, size = [], 0
+    for name in names:
+        cost = sum(len(lines[i]) for i in packages[name])
+        if size + cost <= max_bytes:
+            chosen.append(name)
+            size += cost
+    keep = sorted(i for name in chosen for i in packages[name])
+    new_index = np.full(len(lines), -1, dtype=np.int64)
+    new_index[keep] = np.arange(len(keep))
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "shard.npz", tokens=np.asarray(stream[start:start + tokens]))
-    (out / "tokenizer.json").write_bytes((data / "tokenizer.json").read_bytes())
-    corpus = Path(json.loads((data / "corpus.json").read_text())["corpus"])
-    manifest = json.loads((corpus / "manifest.json").read_text())
-    (out / "manifest.json").write_text(json.dumps({"digest": manifest["digest"], "start": start}))
-    return out / "shard.npz"
+    with lzma.open(out / "train.jsonl.xz", "wb", preset=9) as f:
+        for i in keep:
+            f.write(lines[i])
+    repo = dict(np.load(data / "repo_context.npz"))
+    files, snippets, ptr = [], [], [0]
+    for k in np.flatnonzero(new_index[repo["files"]] >= 0):
+        own = repo["snippets"][repo["ptr"][k]:repo["ptr"][k + 1]]
+        own = own[new_index[own[:, 0]] >= 0]  # snippets come from the same package
+        own[:, 0] = new_index[own[:, 0]]
+        files.append((new_index[repo["files"][k]], repo["start"][k], repo["end"][k]))
+        snippets.append(own)
+        ptr.append(ptr[-1] + len(own))
+    rows = np.asarray(files, dtype=np.int64).reshape(-1, 3)
+    np.savez_compressed(out / "repo_context.npz", files=rows[:, 0].astype(np.int32),
+                        start=rows[:, 1].astype(np.int32), end=rows[:, 2].astype(np.int32),
+                        ptr=np.asarray(ptr, dtype=np.int64),
+                        snippets=np.concatenate(snippets or [np.zeros((0, 3))]).astype(np.int32))
+    shutil.copy(data / "tokenizer.json", out / "tokenizer.json")
+    digest = json.loads((corpus / "manifest.json").read_text())["digest"]
+    facts = {"digest": digest, "packages": sorted(chosen), "files": len(keep), "bytes": size,
+             "examples": len(files)}
+    (out / "manifest.json").write_text(json.dumps(facts))
+    return facts
 
 
-class TokenRows:
-    """Training rows from a token array (no text): the campaign's objectives."""
+def unpack(shard: Path, work: Path) -> tuple[Path, Path]:
+    """The packed source as a corpus directory and its prepared data (tokens, spans)."""
+    from training.data import prepare
 
-    def __init__(self, tokens: np.ndarray, sp: Specials, seq_len: int, seed: int):
-        self.tokens, self.sp, self.T = tokens, sp, seq_len
-        self.rng = random.Random(seed)
+    corpus, data = work / "corpus", work / "data"
+    corpus.mkdir(parents=True, exist_ok=True)
+    with lzma.open(shard / "train.jsonl.xz") as src, open(corpus / "train.jsonl", "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+    shutil.copy(shard / "manifest.json", corpus / "manifest.json")
+    prepare(corpus, data, tokenizer=shard / "tokenizer.json")
+    shutil.copy(shard / "repo_context.npz", data / "repo_context.npz")
+    return corpus, data
 
-    def _window(self, n: int) -> list[int]:
-        a = self.rng.randrange(len(self.tokens) - n)
-        return self.tokens[a:a + n].astype(np.int64).tolist()
 
-    def _fim(self, room: int) -> tuple[list[int], list[int], list[int]]:
-        win = self._window(room)
-        n = min(95, room // 3, max(1, int(self.rng.expovariate(1 / 12))))
-        a = self.rng.randrange(1, room - n - 1)
-        return win[:a], win[a:a + n], win[a + n:]
+class Rows(torch.utils.data.IterableDataset):
+    """Endless batches of one objective; each worker process draws its own rows."""
 
-    def row(self, objective: str):  # noqa: ANN201
-        T, sp, rng = self.T, self.sp, self.rng
-        if objective == "ar":
-            if rng.random() < 0.5:
-                return ar_row(self._window(T + 1))
-            prefix, middle, suffix = self._fim(T - 4)
-            return ar_fim_row(prefix, middle, suffix, sp)
-        if rng.random() < 0.5:
-            return diffusion_row(self._window(T), sp, rng)
-        prefix, middle, suffix = self._fim(T // 2)
-        slots = min(choose_slots(len(middle), "eos", rng), T // 2)
-        return infill_row(prefix, middle, suffix, slots, "eos", sp, rng, end_weight=2.0)
+    def __init__(self, prepared, objective: str, seq_len: int, batch: int, seed: int,  # noqa: ANN001
+                 repo_rate: float) -> None:
+        self.prepared, self.objective, self.seq_len = prepared, objective, seq_len
+        self.batch, self.seed, self.repo_rate = batch, seed, repo_rate
 
-    def batch(self, size: int, objective: str, device: torch.device) -> dict:
-        from dlm_lsp.model.objective import IGNORE
+    def __iter__(self):  # noqa: ANN204
+        from dlm_lsp.model.batcher import Batcher
 
-        rows = [self.row(objective) for _ in range(size)]
-        ids = torch.full((size, self.T), self.sp.pad, dtype=torch.long)
-        targets = torch.full((size, self.T), IGNORE, dtype=torch.long)
-        weights = torch.zeros((size, self.T))
-        key_mask = torch.zeros((size, self.T), dtype=torch.bool)
-        for i, r in enumerate(rows):
-            k = min(len(r.ids), self.T)
-            ids[i, :k] = torch.tensor(r.ids[:k])
-            targets[i, :k] = torch.tensor(r.targets[:k])
-            weights[i, :k] = torch.tensor(r.weights[:k])
-            key_mask[i, :k] = True
-        scored = torch.tensor([r.scored for r in rows], dtype=torch.float32)
-        return {k: v.to(device) for k, v in {"ids": ids, "targets": targets, "weights": weights,
-                                              "key_mask": key_mask, "scored": scored}.items()}
+        info = torch.utils.data.get_worker_info()
+        seed = self.seed * 1009 + (info.id if info else 0)
+        batcher = Batcher(self.prepared, self.objective, "eos", self.seq_len, seed=seed,
+                          fixed_length=True, repo_rate=self.repo_rate)
+        while True:
+            yield batcher.batch(self.batch)
+
+
+def save_branch(model: torch.nn.Module, out: Path, name: str, shard_mib: float) -> list[Path]:
+    """fp16 weights in as few files of at most `shard_mib` as they fit (the head tied to the
+    embeddings stored once)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16).cpu().contiguous()
+             for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    shards: list[dict] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * 2
+        if shards[-1] and size + nbytes > shard_mib * 2**20:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    paths = [out / f"{name}-{i + 1}.safetensors" for i in range(len(shards))]
+    for shard, path in zip(shards, paths, strict=True):
+        save_file(shard, str(path))
+    return paths
 
 
 def train(args: argparse.Namespace) -> None:
     from tokenizers import Tokenizer
 
     from dlm_lsp.model.denoiser import Denoiser
-    from dlm_lsp.model.objective import loss_on
-    from training.shapes import model_config
+    from dlm_lsp.model.objective import head_loss, loss_on
+    from training.data import load_prepared
+    from training.shapes import init_weights, model_config
     from training.train import Ranks, lr_at
 
+    deadline = time.monotonic() + args.minutes * 60 - args.reserve_s
     ranks = Ranks()
     device = torch.device(f"cuda:{ranks.local}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
     ranks.setup(device)
-    tok = Tokenizer.from_file(str(args.data / "tokenizer.json"))
-    t = tok.token_to_id
-    sp = Specials(t("<mask>"), t("<pad>"), t("<eos>"), t("<expand>"), t("<fim_prefix>"),
-                  t("<fim_suffix>"), t("<fim_middle>"))
-    tokens = np.load(args.data / "shard.npz")["tokens"]
-    rows = TokenRows(tokens, sp, args.seq_len, args.seed + 7919 * ranks.rank)
+    if ranks.local == 0:  # one copy per node; the other ranks wait for it
+        unpack(args.data, args.work)
+    if dist.is_initialized():
+        dist.barrier()
+    corpus, data = args.work / "corpus", args.work / "data"
+    prepared = load_prepared(data, corpus)
+    tok = Tokenizer.from_file(str(data / "tokenizer.json"))
     model = Denoiser(model_config(args.size, tok.get_vocab_size()))
-    init_facts = None  # the starting weights' path, steps and tokens (they count too)
-    if args.init:
-        from training.train import load_weights
-
-        init_facts = load_weights(model, args.init)
+    init_weights(model, args.seed)
     model.to(device)
     params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
-                            **({"fused": True} if device.type == "cuda" else {}))
-    hidden = torch.compile(model.hidden_states) if args.compile else model.hidden_states
-    start = time.monotonic()
+    hidden, head = model.hidden_states, head_loss
+    if args.compile:
+        from torch import _dynamo
 
-    def progress() -> float:
-        """How far the run is, 0..1: by wall time, or by steps when --steps is the tighter."""
-        by_time = (time.monotonic() - start) / (args.minutes * 60)
-        return max(by_time, step / args.steps if args.steps else 0.0)
+        _dynamo.config.suppress_errors = True  # a failed compile runs eagerly
+        hidden = torch.compile(model.hidden_states, dynamic=False)
+        head = torch.compile(head_loss, dynamic=True)  # the scored row count varies
+        # compile both attention modes before the clock starts, so that neither branch
+        # pays for it in its share of the time
+        from dlm_lsp.model.batcher import Batcher
 
-    step = tokens_seen = ar_steps = 0
-    phase = "ar"
-    log = []
-    while True:
-        frac = ranks.max(progress())  # every rank takes the same decisions
-        if frac >= 1.0:
-            break
-        if phase == "ar" and frac >= args.ar_share:
-            phase, ar_steps = "diffusion", step
-            opt = torch.optim.AdamW(params, lr=args.lr / 2, betas=(0.9, 0.95), weight_decay=0.1,
-                                    **({"fused": True} if device.type == "cuda" else {}))
-        # warm-up over the first 2 % of the run, constant, linear decay over the last 20 %
-        lr = (args.lr if phase == "ar" else args.lr / 2) * lr_at(
-            int(frac * 1000), 1000, 1.0, 20 if phase == "ar" else 0, "wsd", decay_steps=200)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = rows.batch(args.batch, phase, device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_on(model, batch, causal=phase == "ar", shift=phase == "diffusion",
-                           hidden=hidden)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ranks.average_gradients(params)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        tokens_seen += ranks.sum(int(batch["key_mask"].sum()))
-        if ranks.main and step % 50 == 0:
-            log.append({"step": step, "phase": phase, "tokens": tokens_seen,
-                        "loss": round(loss.item(), 4)})
-    if ranks.main:
-        from training.export import export
-
-        digest = json.loads((args.data / "manifest.json").read_text())["digest"]
-        run_args = {"mechanism": "eos", "objective": "diffusion", "logits_shift": "True",
-                    "seq_len": args.seq_len, "size": args.size, "batch": args.batch,
-                    "init_from": init_facts}
-        export(model.cpu(), tok, args.out / "checkpoint", run_args, step, tokens_seen, digest,
-               shard_mib=args.shard_mib)
-        (args.out / "gpu_log.json").write_text(json.dumps(
-            {"ar_steps": ar_steps, "steps": step, "tokens": tokens_seen, "log": log}))
-        print(f"{step} steps ({ar_steps} AR), {tokens_seen / 1e6:.1f}M tokens -> {args.out}")
+        for objective in ("ar", "diffusion"):
+            batch = Batcher(prepared, objective, "eos", args.seq_len, seed=args.seed,
+                            fixed_length=True).batch(args.batch)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                loss_on(model, batch, causal=objective == "ar", shift=objective == "diffusion",
+                        hidden=hidden, head=head).backward()
+        model.zero_grad(set_to_none=True)
+    window = max(1.0, deadline - time.monotonic())  # the training time left after unpacking
+    share = (1 - args.ar_share) / 2
+    plan = [("ar", "ar", args.ar_share), ("dlm", "diffusion", share), ("twin", "ar", share)]
+    run = {"size": args.size, "seq_len": args.seq_len, "batch": args.batch * ranks.world,
+           "world": ranks.world, "device": torch.cuda.get_device_name(device)
+           if device.type == "cuda" else "cpu", "torch": torch.__version__,
+           "setup_s": round(args.minutes * 60 - args.reserve_s - window), "stages": {}}
+    ar_state = None
+    for name, objective, part in plan:
+        if name != "ar":
+            model.load_state_dict(ar_state)
+        stage_steps = round(args.steps * part) if args.steps else 0
+        seconds = window * part
+        peak = args.lr if objective == "ar" else args.lr / 2
+        opt = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.95), weight_decay=0.1,
+                                **({"fused": True} if device.type == "cuda" else {}))
+        rows = Rows(prepared, objective, args.seq_len, args.batch,
+                    args.seed + 7919 * ranks.rank + len(run["stages"]), args.repo_rate)
+        loader = torch.utils.data.DataLoader(
+            rows, batch_size=None, num_workers=args.workers, pin_memory=device.type == "cuda",
+            **({"prefetch_factor": 4} if args.workers else {}))
+        batches = iter(loader)
+        causal, shift = objective == "ar", objective == "diffusion"
+        start, step, tokens, log = time.monotonic(), 0, 0, []
+        while True:
+            frac = max((time.monotonic() - start) / seconds,
+                       step / stage_steps if stage_steps else 0.0)
+            if ranks.max(frac) >= 1.0:
+                break
+            # warm-up over 2 %, constant, then (branches only) a linear decay over the last 30 %
+            lr = peak * lr_at(int(frac * 1000), 1000, 1.0, 20, "wsd",
+                              decay_steps=0 if name == "ar" else 300)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = next(batches)
+            tokens += int(batch["key_mask"].sum())
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                loss = loss_on(model, batch, causal=causal, shift=shift, hidden=hidden, head=head)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ranks.average_gradients(params)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            if step % 50 == 0 and ranks.main:
+                elapsed = time.monotonic() - start
+                log.append({"step": step, "tokens": tokens * ranks.world, "lr": round(lr, 6),
+                            "loss": round(loss.item(), 4), "s": round(elapsed, 1)})
+                print(name, json.dumps(log[-1]), flush=True)
+        del batches, loader
+        elapsed = time.monotonic() - start
+        tokens = ranks.sum(tokens)
+        run["stages"][name] = {"objective": objective, "steps": step, "tokens": tokens,
+                               "seconds": round(elapsed, 1),
+                               "tokens_per_s": round(tokens / max(elapsed, 1e-9)), "log": log}
+        if name == "ar":
+            ar_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif ranks.main:
+            save_branch(model, args.out, name, args.shard_mib)
+        if ranks.main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "run.json").write_text(json.dumps(run))
+            print(f"{name}: {step} steps, {tokens / 1e6:.1f}M tokens, {elapsed:.0f} s, "
+                  f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s", flush=True)
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def collect(source: Path, data: Path, out: Path) -> list[Path]:
+    """Checkpoint directories (``out/dlm``, ``out/twin``) from what ``train`` wrote."""
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+
+    from dlm_lsp.model.denoiser import Denoiser
+    from training.export import export
+    from training.shapes import model_config
+
+    run = json.loads((source / "run.json").read_text())
+    tok = Tokenizer.from_file(str(data / "tokenizer.json"))
+    digest = json.loads((data / "manifest.json").read_text())["digest"]
+    ar = run["stages"]["ar"]
+    made = []
+    for name, objective in BRANCHES.items():
+        files = sorted(source.glob(f"{name}-*.safetensors"))
+        if name not in run["stages"] or not files:
+            continue
+        state = {k: v.float() for f in files for k, v in load_file(str(f)).items()}
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        model = Denoiser(model_config(run["size"], tok.get_vocab_size()))
+        model.load_state_dict(state)
+        stage = run["stages"][name]
+        facts = {"mechanism": "eos", "objective": objective, "seq_len": run["seq_len"],
+                 "logits_shift": str(objective == "diffusion"), "size": run["size"],
+                 "batch": run["batch"], "fim_order": "spm",
+                 "init_from": {"name": "gpu-ar", "objective": "ar", "steps": ar["steps"],
+                               "tokens": ar["tokens"]}}
+        made.append(export(model, tok, out / name, facts, stage["steps"], stage["tokens"],
+                           digest))
+    return made
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,25 +290,36 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack")
     p.add_argument("--data", type=Path, default=Path("runs/data"))
-    p.add_argument("--tokens", type=int, default=30_000_000)
+    p.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
+    p.add_argument("--bytes", type=int, default=400_000_000, help="JSON lines of source to take")
     p.add_argument("--out", type=Path, default=Path("runs/gpu"))
+    p.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("collect")
+    c.add_argument("source", type=Path, help="the files train wrote")
+    c.add_argument("--data", type=Path, default=Path("runs/gpu"), help="what pack wrote")
+    c.add_argument("--out", type=Path, default=Path("runs/gpu/models"))
     t = sub.add_parser("train")
-    t.add_argument("--data", type=Path, default=Path("runs/gpu"))
-    t.add_argument("--init", type=Path, default=None)
+    t.add_argument("--data", type=Path, default=Path("runs/gpu"), help="what pack wrote")
+    t.add_argument("--work", type=Path, default=Path("/tmp/gpu_run"))
     t.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu/out")))
-    t.add_argument("--size", default="small")
-    t.add_argument("--seq-len", type=int, default=576)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--minutes", type=float, default=8.0)
+    t.add_argument("--size", default="d384x8")
+    t.add_argument("--seq-len", type=int, default=1024)
+    t.add_argument("--batch", type=int, default=64, help="rows per GPU per step")
+    t.add_argument("--lr", type=float, default=2e-3, help="AR peak; the denoiser's is half")
+    t.add_argument("--minutes", type=float, default=9.0, help="the whole run, unpacking too")
+    t.add_argument("--reserve-s", type=float, default=30.0, help="kept for writing the weights")
     t.add_argument("--steps", type=int, default=0, help="also stop after this many steps")
+    t.add_argument("--ar-share", type=float, default=0.4, help="the rest: denoiser and twin")
+    t.add_argument("--repo-rate", type=float, default=0.5)
+    t.add_argument("--workers", type=int, default=min(12, (os.cpu_count() or 2) - 2))
     t.add_argument("--shard-mib", type=float, default=SHARD_MIB)
-    t.add_argument("--ar-share", type=float, default=0.7)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args(argv)
     if args.cmd == "pack":
-        print(pack(args.data, args.tokens, args.out))
+        print(pack(args.data, args.corpus, args.out, args.bytes, args.seed))
+    elif args.cmd == "collect":
+        print(collect(args.source, args.data, args.out))
     else:
         train(args)
 
