@@ -27,11 +27,12 @@ from training.tokenizer import train_tokenizer
 
 
 def prepare(corpus: Path, out: Path, vocab_size: int = 8192, tokenizer: Path | None = None,
-            tokenizer_bytes: int = 30_000_000) -> None:
+            tokenizer_bytes: int = 30_000_000, procs: int | None = None) -> None:
     """Write ``tokenizer.json``, ``tokens.bin`` (uint16), ``spans.npy`` + ``span_starts.npy``.
 
     With `tokenizer`, that tokenizer is reused (a model trained with it can go on training);
-    otherwise one is learnt from a sample of the train split.
+    otherwise one is learnt from a sample of the train split. `procs`: processes that parse
+    (default: one per core).
     """
     texts = [r["text"] for r in read_split(corpus, "train")]
     if tokenizer is not None:
@@ -56,7 +57,7 @@ def prepare(corpus: Path, out: Path, vocab_size: int = 8192, tokenizer: Path | N
                 arr = np.asarray(enc.ids + [eos], dtype=np.uint16)
                 f.write(arr.tobytes())
                 n_tokens += len(arr)
-    with multiprocessing.Pool() as pool:  # ast.parse is the slow part: one process per core
+    with multiprocessing.Pool(procs) as pool:  # ast.parse is the slow part: one process per core
         found = pool.imap(node_spans, texts, chunksize=64)
         spans = [np.asarray(f, dtype=np.int32).reshape(-1, 2)
                  for f in tqdm(found, total=len(texts), desc="ast spans", unit="file")]

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 SHARD_MIB = 16
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
 BRANCHES = {"dlm": "diffusion", "twin": "ar"}  # branch -> objective, both from the AR stage
 
 
@@ -82,7 +83,7 @@ def pack(data: Path, corpus: Path, out: Path, max_bytes: int, seed: int = 0) -> 
     return facts
 
 
-def unpack(shard: Path, work: Path) -> tuple[Path, Path]:
+def unpack(shard: Path, work: Path, procs: int | None = None) -> tuple[Path, Path]:
     """The packed source as a corpus directory and its prepared data (tokens, spans)."""
     from training.data import prepare
 
@@ -91,7 +92,7 @@ def unpack(shard: Path, work: Path) -> tuple[Path, Path]:
     with lzma.open(shard / "train.jsonl.xz") as src, open(corpus / "train.jsonl", "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
     shutil.copy(shard / "manifest.json", corpus / "manifest.json")
-    prepare(corpus, data, tokenizer=shard / "tokenizer.json")
+    prepare(corpus, data, tokenizer=shard / "tokenizer.json", procs=procs)
     shutil.copy(shard / "repo_context.npz", data / "repo_context.npz")
     return corpus, data
 
@@ -108,6 +109,8 @@ class Rows(torch.utils.data.IterableDataset):
         from dlm_lsp.model.batcher import Batcher
 
         info = torch.utils.data.get_worker_info()
+        if info:
+            os.nice(10)  # the training loop and the machine's own agent come first
         seed = self.seed * 1009 + (info.id if info else 0)
         batcher = Batcher(self.prepared, self.objective, "eos", self.seq_len, seed=seed,
                           fixed_length=True, repo_rate=self.repo_rate)
@@ -147,6 +150,10 @@ def train(args: argparse.Namespace) -> None:
     from training.train import Ranks, lr_at
 
     deadline = time.monotonic() + args.minutes * 60 - args.reserve_s
+    # two cores stay free of the parsing, tokenizing and row-drawing processes, so that the
+    # training loop and the machine's own services are never starved
+    spare = max(1, CORES - 2)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(spare))  # the tokenizer's threads
     ranks = Ranks()
     device = torch.device(f"cuda:{ranks.local}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
@@ -154,7 +161,7 @@ def train(args: argparse.Namespace) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     ranks.setup(device)
     if ranks.local == 0:  # one copy per node; the other ranks wait for it
-        unpack(args.data, args.work)
+        unpack(args.data, args.work, spare)
     if dist.is_initialized():
         dist.barrier()
     corpus, data = args.work / "corpus", args.work / "data"
@@ -190,6 +197,10 @@ def train(args: argparse.Namespace) -> None:
            "world": ranks.world, "device": torch.cuda.get_device_name(device)
            if device.type == "cuda" else "cpu", "torch": torch.__version__,
            "setup_s": round(args.minutes * 60 - args.reserve_s - window), "stages": {}}
+    if ranks.main:  # what came before the stages, in case the run never ends
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "run.json").write_text(json.dumps(run))
+        print(json.dumps(run), flush=True)
     ar_state = None
     for name, objective, part in plan:
         if name != "ar":
@@ -244,7 +255,6 @@ def train(args: argparse.Namespace) -> None:
         elif ranks.main:
             save_branch(model, args.out, name, args.shard_mib)
         if ranks.main:
-            args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "run.json").write_text(json.dumps(run))
             print(f"{name}: {step} steps, {tokens / 1e6:.1f}M tokens, {elapsed:.0f} s, "
                   f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s", flush=True)
@@ -311,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--steps", type=int, default=0, help="also stop after this many steps")
     t.add_argument("--ar-share", type=float, default=0.4, help="the rest: denoiser and twin")
     t.add_argument("--repo-rate", type=float, default=0.5)
-    t.add_argument("--workers", type=int, default=min(12, (os.cpu_count() or 2) - 2))
+    t.add_argument("--workers", type=int, default=max(1, min(8, CORES - 4)),
+                   help="processes drawing rows (one makes about 300 rows of 1,024 a second)")
     t.add_argument("--shard-mib", type=float, default=SHARD_MIB)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
