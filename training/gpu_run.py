@@ -140,14 +140,37 @@ def save_branch(model: torch.nn.Module, out: Path, name: str, shard_mib: float) 
     return paths
 
 
+def compiled(model: torch.nn.Module, prepared, args: argparse.Namespace,  # noqa: ANN001
+             device: torch.device) -> tuple:
+    """The compiled trunk and head, run once in both attention modes before the clock starts,
+    so that neither branch pays for compiling in its share of the time."""
+    from torch import _dynamo
+
+    from dlm_lsp.model.batcher import Batcher
+    from dlm_lsp.model.objective import head_loss, loss_on
+
+    _dynamo.config.suppress_errors = True  # a failed compile runs eagerly
+    hidden = torch.compile(model.hidden_states, dynamic=False)
+    head = torch.compile(head_loss, dynamic=True)  # the scored row count varies
+    for objective in ("ar", "diffusion"):
+        batch = Batcher(prepared, objective, "eos", args.seq_len, seed=args.seed,
+                        fixed_length=True).batch(args.batch)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            loss_on(model, batch, causal=objective == "ar", shift=objective == "diffusion",
+                    hidden=hidden, head=head).backward()
+    model.zero_grad(set_to_none=True)
+    return hidden, head
+
+
 def train(args: argparse.Namespace) -> None:
     from tokenizers import Tokenizer
 
     from dlm_lsp.model.denoiser import Denoiser
-    from dlm_lsp.model.objective import head_loss, loss_on
+    from dlm_lsp.model.objective import head_loss
     from training.data import load_prepared
     from training.shapes import init_weights, model_config
-    from training.train import Ranks, lr_at
+    from training.train import Ranks
 
     deadline = time.monotonic() + args.minutes * 60 - args.reserve_s
     # two cores stay free of the parsing, tokenizing and row-drawing processes, so that the
@@ -170,26 +193,8 @@ def train(args: argparse.Namespace) -> None:
     model = Denoiser(model_config(args.size, tok.get_vocab_size()))
     init_weights(model, args.seed)
     model.to(device)
-    params = list(model.parameters())
-    hidden, head = model.hidden_states, head_loss
-    if args.compile:
-        from torch import _dynamo
-
-        _dynamo.config.suppress_errors = True  # a failed compile runs eagerly
-        hidden = torch.compile(model.hidden_states, dynamic=False)
-        head = torch.compile(head_loss, dynamic=True)  # the scored row count varies
-        # compile both attention modes before the clock starts, so that neither branch
-        # pays for it in its share of the time
-        from dlm_lsp.model.batcher import Batcher
-
-        for objective in ("ar", "diffusion"):
-            batch = Batcher(prepared, objective, "eos", args.seq_len, seed=args.seed,
-                            fixed_length=True).batch(args.batch)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                loss_on(model, batch, causal=objective == "ar", shift=objective == "diffusion",
-                        hidden=hidden, head=head).backward()
-        model.zero_grad(set_to_none=True)
+    hidden, head = compiled(model, prepared, args, device) if args.compile else (
+        model.hidden_states, head_loss)
     window = max(1.0, deadline - time.monotonic())  # the training time left after unpacking
     share = (1 - args.ar_share) / 2
     plan = [("ar", "ar", args.ar_share), ("dlm", "diffusion", share), ("twin", "ar", share)]
@@ -205,61 +210,72 @@ def train(args: argparse.Namespace) -> None:
     for name, objective, part in plan:
         if name != "ar":
             model.load_state_dict(ar_state)
-        stage_steps = round(args.steps * part) if args.steps else 0
-        seconds = window * part
-        peak = args.lr if objective == "ar" else args.lr / 2
-        opt = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.95), weight_decay=0.1,
-                                **({"fused": True} if device.type == "cuda" else {}))
         rows = Rows(prepared, objective, args.seq_len, args.batch,
                     args.seed + 7919 * ranks.rank + len(run["stages"]), args.repo_rate)
-        loader = torch.utils.data.DataLoader(
-            rows, batch_size=None, num_workers=args.workers, pin_memory=device.type == "cuda",
-            **({"prefetch_factor": 4} if args.workers else {}))
-        batches = iter(loader)
-        causal, shift = objective == "ar", objective == "diffusion"
-        start, step, tokens, log = time.monotonic(), 0, 0, []
-        while True:
-            frac = max((time.monotonic() - start) / seconds,
-                       step / stage_steps if stage_steps else 0.0)
-            if ranks.max(frac) >= 1.0:
-                break
-            # warm-up over 2 %, constant, then (branches only) a linear decay over the last 30 %
-            lr = peak * lr_at(int(frac * 1000), 1000, 1.0, 20, "wsd",
-                              decay_steps=0 if name == "ar" else 300)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = next(batches)
-            tokens += int(batch["key_mask"].sum())
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_on(model, batch, causal=causal, shift=shift, hidden=hidden, head=head)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            ranks.average_gradients(params)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            if step % 50 == 0 and ranks.main:
-                elapsed = time.monotonic() - start
-                log.append({"step": step, "tokens": tokens * ranks.world, "lr": round(lr, 6),
-                            "loss": round(loss.item(), 4), "s": round(elapsed, 1)})
-                print(name, json.dumps(log[-1]), flush=True)
-        del batches, loader
-        elapsed = time.monotonic() - start
-        tokens = ranks.sum(tokens)
-        run["stages"][name] = {"objective": objective, "steps": step, "tokens": tokens,
-                               "seconds": round(elapsed, 1),
-                               "tokens_per_s": round(tokens / max(elapsed, 1e-9)), "log": log}
+        stage = train_stage(model, (hidden, head), rows, args, ranks, device, name,
+                            window * part, round(args.steps * part) if args.steps else 0)
+        run["stages"][name] = stage
         if name == "ar":
             ar_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif ranks.main:
             save_branch(model, args.out, name, args.shard_mib)
         if ranks.main:
             (args.out / "run.json").write_text(json.dumps(run))
-            print(f"{name}: {step} steps, {tokens / 1e6:.1f}M tokens, {elapsed:.0f} s, "
-                  f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s", flush=True)
+            print(f"{name}: {stage['steps']} steps, {stage['tokens'] / 1e6:.1f}M tokens, "
+                  f"{stage['seconds']:.0f} s, {stage['tokens_per_s']:,} tokens/s", flush=True)
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def train_stage(model: torch.nn.Module, compiled: tuple, rows: Rows,
+                args: argparse.Namespace, ranks, device: torch.device, name: str,  # noqa: ANN001
+                seconds: float, max_steps: int) -> dict:
+    """One stage from a fresh optimizer, for `seconds` (or `max_steps`): warm-up over its first
+    2 %, then constant; the branches decay linearly over their last 30 %."""
+    from dlm_lsp.model.objective import loss_on
+    from training.train import lr_at
+
+    params = list(model.parameters())
+    objective = rows.objective
+    peak = args.lr if objective == "ar" else args.lr / 2
+    opt = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.95), weight_decay=0.1,
+                            **({"fused": True} if device.type == "cuda" else {}))
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=None, num_workers=args.workers, pin_memory=device.type == "cuda",
+        **({"prefetch_factor": 4} if args.workers else {}))
+    batches = iter(loader)
+    hidden, head = compiled
+    causal, shift = objective == "ar", objective == "diffusion"
+    start, step, tokens, log = time.monotonic(), 0, 0, []
+    while True:
+        frac = max((time.monotonic() - start) / seconds, step / max_steps if max_steps else 0.0)
+        if ranks.max(frac) >= 1.0:
+            break
+        lr = peak * lr_at(int(frac * 1000), 1000, 1.0, 20, "wsd",
+                          decay_steps=0 if name == "ar" else 300)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = next(batches)
+        tokens += int(batch["key_mask"].sum())
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_on(model, batch, causal=causal, shift=shift, hidden=hidden, head=head)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ranks.average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0 and ranks.main:
+            log.append({"step": step, "tokens": tokens * ranks.world, "lr": round(lr, 6),
+                        "loss": round(loss.item(), 4), "s": round(time.monotonic() - start, 1)})
+            print(name, json.dumps(log[-1]), flush=True)
+    del batches, loader  # its worker processes end here
+    elapsed = time.monotonic() - start
+    tokens = ranks.sum(tokens)
+    return {"objective": objective, "steps": step, "tokens": tokens,
+            "seconds": round(elapsed, 1), "tokens_per_s": round(tokens / max(elapsed, 1e-9)),
+            "log": log}
 
 
 def collect(source: Path, data: Path, out: Path) -> list[Path]:
