@@ -117,6 +117,21 @@ def test_infill_row_scores_only_slots_between_untouched_prefix_and_suffix():
         assert shown in ([], [SP.eos, SP.pad, SP.pad])
 
 
+def test_infill_row_left_to_right_shows_the_middle_up_to_a_slot_and_hides_the_rest():
+    rng = random.Random(1)
+    middle, shown_counts = [30, 31, 32, 33], set()
+    for _ in range(60):
+        row = infill_row([20], middle, [40], 7, "eos", SP, rng, left_to_right=True)
+        slots, weights = row.ids[1:8], row.weights[1:8]
+        k = next(i for i, t in enumerate(slots) if t == SP.mask)
+        shown_counts.add(k)
+        assert slots[:k] == middle[:k] and all(t == SP.mask for t in slots[k:])
+        assert all(w == 0 for w in weights[:k]) and all(w > 0 for w in weights[k:])
+        # each hidden slot weighs slots / hidden, as 1/t weighs a random mask
+        assert weights[-1] == pytest.approx(7 / (7 - k))
+    assert shown_counts == {0, 1, 2, 3, 4}  # from nothing written to the whole middle
+
+
 def test_diffusion_row_weights_masked_tokens_by_inverse_ratio():
     row = diffusion_row(list(range(10, 110)), SP, random.Random(3))
     masked = [i for i, t in enumerate(row.ids) if t == SP.mask]

@@ -156,7 +156,8 @@ def train(args: argparse.Namespace) -> Path | None:
     data = load_prepared(args.data, args.corpus)
     batcher = Batcher(data, args.objective, args.mechanism, args.seq_len,
                       seed=args.seed + 7919 * ranks.rank, fixed_length=True,
-                      fim_order=args.fim_order, repo_rate=args.repo_rate)
+                      fim_order=args.fim_order, repo_rate=args.repo_rate,
+                      left_to_right_rate=args.left_to_right_rate)
     model = Denoiser(model_config(args.size, data.tokenizer.get_vocab_size()))
     init_weights(model, args.seed)
     init_facts = load_weights(model, args.init_from) if args.init_from else None
@@ -326,6 +327,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--attention", choices=["math", "sdpa"], default="math",
                     help="math: matmul + softmax (fastest compiled bf16 training on CPU)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--left-to-right-rate", type=float, default=0.0,
+                    help="share of diffusion infilling rows whose slots are hidden from a "
+                         "random one on (the states of left-to-right decoding)")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from these weights: a run's state.pt or a checkpoint directory")
     ap.add_argument("--start-step", type=int, default=0,

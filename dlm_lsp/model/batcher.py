@@ -53,13 +53,16 @@ class Batcher:
 
     def __init__(self, data: Prepared, objective: str, mechanism: str = "eos",
                  seq_len: int = 576, infill_rate: float = 0.5, seed: int = 0,
-                 fixed_length: bool = False, fim_order: str = "spm", repo_rate: float = 0.0):
+                 fixed_length: bool = False, fim_order: str = "spm", repo_rate: float = 0.0,
+                 left_to_right_rate: float = 0.0):
         self.data, self.objective, self.mechanism = data, objective, mechanism
         self.fim_order = fim_order  # AR rows: PSM or SPM (objective.ar_fim_row)
         self.seq_len, self.infill_rate = seq_len, infill_rate
         # share of infilling rows with the project's snippets before the prefix
         self.repo_rate = repo_rate if data.repo is not None and len(data.repo["files"]) else 0.0
         self.fixed_length = fixed_length  # pad every batch to seq_len (one compiled shape)
+        # share of diffusion infilling rows masked left to right (objective.infill_row)
+        self.left_to_right_rate = left_to_right_rate
         self.sp = data.specials
         self.rng = random.Random(seed)
         # files are drawn in proportion to their length: one draw is a binary search
@@ -130,8 +133,9 @@ class Batcher:
         slots = min(choose_slots(len(middle), self.mechanism, rng),
                     max(len(middle) + 1, self.seq_len // 2))
         prefix, suffix = fit_context(prefix, suffix, T - slots - len(snippets), rng)
+        ltr = self.left_to_right_rate > 0 and rng.random() < self.left_to_right_rate
         return infill_row(snippets + prefix, middle, suffix, slots, self.mechanism, sp, rng,
-                          END_WEIGHT)
+                          END_WEIGHT, left_to_right=ltr)
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
         """`size` rows padded to the longest: ids, targets, weights, key_mask, scored."""

@@ -108,19 +108,29 @@ def slot_targets(middle: list[int], n_slots: int, mechanism: str, sp: Specials,
 
 def infill_row(prefix: list[int], middle: list[int], suffix: list[int], n_slots: int,
                mechanism: str, sp: Specials, rng: random.Random,
-               end_weight: float = 1.0) -> Row:
+               end_weight: float = 1.0, left_to_right: bool = False) -> Row:
     """[prefix][slots][suffix] with the slots partly masked (ratio t) and scored.
 
     The ``<eos>`` slot's loss is multiplied by `end_weight`: it is one slot of many, yet
     where the model ends a middle decides whether a short line (``v``, ``1``) comes out clean.
+    `left_to_right`: the slots are shown up to a random one and hidden from there on, the
+    states a decoder that commits the leftmost slots first goes through (block diffusion's
+    clean left context, Arriola et al., 2025), instead of hidden one by one at random.
     """
     targets = slot_targets(middle, n_slots, mechanism, sp, rng)
-    t = draw_t(rng)
     n = len(middle)
+    if left_to_right:
+        # slots before `shown` are written, the rest (the end too) open
+        shown = rng.randint(0, min(n, n_slots - 1))
+        t = (n_slots - shown) / n_slots
+    else:
+        t = draw_t(rng)
     end_masked = rng.random() < t  # eos and the pads after it are shown or hidden together
     slot_ids, slot_w = [], []
     for j, tok in enumerate(targets):
-        if j >= n and n_slots > n:
+        if left_to_right:
+            hide = j >= shown or tok == sp.expand
+        elif j >= n and n_slots > n:
             hide = end_masked
         else:
             hide = tok == sp.expand or rng.random() < t  # a committed expand never stays
