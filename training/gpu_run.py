@@ -123,17 +123,13 @@ def save_branch(model: torch.nn.Module, out: Path, name: str, shard_mib: float) 
     embeddings stored once)."""
     from safetensors.torch import save_file
 
+    from dlm_lsp.model.checkpoint import split_weights
+
     state = {k: v.detach().to(torch.float16).cpu().contiguous()
-             for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    shards: list[dict] = [{}]
-    size = 0
-    for key, tensor in state.items():
-        nbytes = tensor.numel() * 2
-        if shards[-1] and size + nbytes > shard_mib * 2**20:
-            shards.append({})
-            size = 0
-        shards[-1][key] = tensor
-        size += nbytes
+             for k, v in model.state_dict().items()}
+    if model.cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    shards = split_weights(state, shard_mib)
     paths = [out / f"{name}-{i + 1}.safetensors" for i in range(len(shards))]
     for shard, path in zip(shards, paths, strict=True):
         save_file(shard, str(path))
@@ -297,7 +293,7 @@ def collect(source: Path, data: Path, out: Path) -> list[Path]:
         if name not in run["stages"] or not files:
             continue
         state = {k: v.float() for f in files for k, v in load_file(str(f)).items()}
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])  # tied
         model = Denoiser(model_config(run["size"], tok.get_vocab_size()))
         model.load_state_dict(state)
         stage = run["stages"][name]

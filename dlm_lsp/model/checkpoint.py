@@ -405,10 +405,9 @@ def quantize_int8(model: Denoiser) -> Denoiser:
         return model
 
 
-def _save_weights(path: Path, state: dict[str, torch.Tensor], shard_mib: float | None) -> None:
-    if shard_mib is None:
-        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
-        return
+def split_weights(state: dict[str, torch.Tensor],
+                  shard_mib: float) -> list[dict[str, torch.Tensor]]:
+    """`state` in order, cut into groups of at most `shard_mib` each (a larger tensor alone)."""
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name, tensor in state.items():
@@ -418,6 +417,14 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor], shard_mib: float |
             size = 0
         shards[-1][name] = tensor
         size += n
+    return shards
+
+
+def _save_weights(path: Path, state: dict[str, torch.Tensor], shard_mib: float | None) -> None:
+    if shard_mib is None:
+        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+        return
+    shards = split_weights(state, shard_mib)
     files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for file, shard in zip(files, shards, strict=True):
         save_file(shard, str(path / file), metadata={"format": "pt"})
